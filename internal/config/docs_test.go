@@ -1,0 +1,63 @@
+package config
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"testing"
+)
+
+// yamlPaths lists the YAML path of every leaf key under t, e.g. "snapshot.split-rows".
+func yamlPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := yamlKey(f)
+		if key == "" || key == "-" {
+			continue
+		}
+		path := joinPath(prefix, key)
+		if f.Type.Kind() == reflect.Struct {
+			out = append(out, yamlPaths(f.Type, path)...)
+			continue
+		}
+		out = append(out, path)
+	}
+	return out
+}
+
+// TestDocsListEveryKey keeps docs/config.md in step with Config: every key has a row in
+// its reference table, and every row is a key.
+func TestDocsListEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := make(map[string]bool)
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z0-9.-]+)` \\|").FindAllSubmatch(doc, -1) {
+		rows[string(m[1])] = true
+	}
+	keys := yamlPaths(reflect.TypeOf(Config{}), "")
+	// Guard against a walk that finds nothing and so checks nothing.
+	for _, k := range []string{"name", "source.password-file", "snapshot.split-rows", "log.format"} {
+		if !slices.Contains(keys, k) {
+			t.Fatalf("walk over Config did not find %s; it found %v", k, keys)
+		}
+	}
+	for _, k := range keys {
+		if !rows[k] {
+			t.Errorf("docs/config.md has no row for %s; add \"| `%s` | type | default | meaning |\"", k, k)
+		}
+		delete(rows, k)
+	}
+	var stale []string
+	for k := range rows {
+		stale = append(stale, k)
+	}
+	sort.Strings(stale)
+	for _, k := range stale {
+		t.Errorf("docs/config.md documents %s, which is not a config key", k)
+	}
+}

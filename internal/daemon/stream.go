@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/migrated/migrated/internal/apply"
+	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/postgres"
+	"github.com/migrated/migrated/internal/state"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+const direction = "forward"
+
+// caughtUpBytes is how far behind the source's WAL end the applied position may be while lag is
+// reported as zero: the distance covers WAL that carries nothing for this migration (other
+// databases, checkpoints) between heartbeats.
+const caughtUpBytes = 1 << 20
+
+// stream applies the change stream from the checkpoint until ctx ends or a permanent error. It
+// reconnects with backoff after transient failures of either side, each time from the last
+// durable checkpoint on the target.
+func (d *Daemon) stream(ctx context.Context, mig *state.Migration) error {
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := d.streamOnce(ctx)
+		d.m.StreamConnected.WithLabelValues(direction).Set(0)
+		d.mu.Lock()
+		d.status.Stream.Connected = false
+		d.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !transientStream(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		d.m.StreamReconnects.WithLabelValues(direction).Inc()
+		d.m.Errors.WithLabelValues("stream").Inc()
+		d.log.Warn("stream interrupted; reconnecting from the last checkpoint", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, d.cfg.Stream.ReconnectMaxBackoff.Duration())
+	}
+}
+
+// transientStream tells which stream failures are worth a reconnect. A missing slot or
+// publication, a privilege or a change the target rejects are not.
+func transientStream(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *apply.ChangeError
+	if errors.As(err, &ce) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42704", "42501", "58P01": // undefined object (slot, publication), privilege, missing WAL file
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Daemon) streamOnce(ctx context.Context) error {
+	posText, commitTime, err := d.store.Position(ctx, direction)
+	if err != nil {
+		return err
+	}
+	resume, err := postgres.ParseLSN(posText)
+	if err != nil {
+		return err
+	}
+	skip, err := d.skipBefore(ctx, resume)
+	if err != nil {
+		return err
+	}
+	stream := postgres.NewStream(postgres.StreamOptions{
+		DSN: d.srcDSN, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
+		Resume: resume, SkipBefore: skip, StatusInterval: d.cfg.Stream.StatusInterval.Duration(),
+	})
+	target, err := postgres.NewTarget(ctx, d.dstDSN, d.cfg.Name, direction)
+	if err != nil {
+		return err
+	}
+	defer target.Close(context.WithoutCancel(ctx))
+	src, err := pgx.Connect(ctx, d.srcDSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+
+	events := make(chan cdc.Event, 8192)
+	lag := &lagTracker{applied: resume, lastCommit: commitTime}
+	durable := func(pos cdc.Position, commitTime time.Time, b apply.BatchStats) {
+		lsn := pos.(postgres.LSN)
+		stream.Flushed(lsn)
+		n := 0
+		for op, c := range b.Changes {
+			d.m.ChangesApplied.WithLabelValues(direction, op.String()).Add(float64(c))
+			n += c
+		}
+		d.m.TransactionsApplied.WithLabelValues(direction).Add(float64(b.Txns))
+		if n > 0 || b.Txns > 0 {
+			d.m.ApplyBatchDuration.Observe(b.Duration.Seconds())
+			d.m.ApplyBatchChanges.Observe(float64(n))
+		}
+		d.mu.Lock()
+		d.status.Stream.ChangesApplied += int64(n)
+		d.status.Stream.TxnsApplied += int64(b.Txns)
+		d.mu.Unlock()
+		d.refreshLag(lag, stream.WALEnd(), len(events), lsn, commitTime)
+	}
+	applier := apply.New(target, apply.Options{
+		MaxChanges: d.cfg.Apply.BatchChanges, MaxDelay: d.cfg.Apply.BatchDelay.Duration(),
+		HeartbeatEvery: d.cfg.Stream.HeartbeatInterval.Duration(),
+	}, durable, d.log)
+
+	d.log.Info("streaming", zap.Stringer("from", resume), zap.Int("tables_skipping_before_snapshot", len(skip)))
+	d.m.StreamConnected.WithLabelValues(direction).Set(1)
+	d.mu.Lock()
+	d.status.Stream.Connected = true
+	d.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Run(gctx, events) })
+	g.Go(func() error { return applier.Run(gctx, events) })
+	g.Go(func() error {
+		tick := time.NewTicker(d.cfg.Stream.HeartbeatInterval.Duration())
+		defer tick.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-tick.C:
+			}
+			st, err := postgres.Heartbeat(gctx, src, d.slotName())
+			if err != nil {
+				return err
+			}
+			d.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
+			d.refreshLag(lag, max(st.CurrentLSN, stream.WALEnd()), len(events), 0, time.Time{})
+		}
+	})
+	return g.Wait()
+}
+
+// skipBefore maps each streamed table that was re-copied from a later snapshot to that
+// snapshot's position, for the positions still ahead of the stream.
+func (d *Daemon) skipBefore(ctx context.Context, resume postgres.LSN) (map[cdc.TableID]postgres.LSN, error) {
+	progress, err := d.store.Tables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := postgres.ByName(d.tables)
+	skip := map[cdc.TableID]postgres.LSN{}
+	for _, p := range progress {
+		if p.SkipBefore == "" {
+			continue
+		}
+		lsn, err := postgres.ParseLSN(p.SkipBefore)
+		if err != nil {
+			return nil, err
+		}
+		t, ok := byName[cdc.TableID{Schema: p.Schema, Name: p.Name}]
+		if !ok || lsn <= resume {
+			continue
+		}
+		if lsn > skip[t.Root] {
+			skip[t.Root] = lsn
+		}
+	}
+	return skip, nil
+}
+
+// lagTracker holds what lag is computed from; refreshLag publishes it. Guarded by Daemon.mu.
+type lagTracker struct {
+	applied    postgres.LSN
+	lastCommit time.Time
+}
+
+func (l *lagTracker) applyDone(lsn postgres.LSN, commitTime time.Time) {
+	l.applied = max(l.applied, lsn)
+	if !commitTime.IsZero() {
+		l.lastCommit = commitTime
+	}
+}
+
+// refreshLag publishes lag. Bytes: the source's WAL end minus the applied position. Seconds: now
+// minus the source commit time of the last applied transaction or heartbeat, or zero when nothing
+// is waiting and the applied position is within caughtUpBytes of the source.
+// applied and commitTime, when set, record a durable commit first.
+func (d *Daemon) refreshLag(l *lagTracker, walEnd postgres.LSN, queued int, applied postgres.LSN, commitTime time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l.applyDone(applied, commitTime)
+	var bytes int64
+	if walEnd > l.applied {
+		bytes = int64(walEnd - l.applied)
+	}
+	seconds := 0.0
+	if queued > 0 || bytes > caughtUpBytes {
+		if !l.lastCommit.IsZero() {
+			seconds = max(0, time.Since(l.lastCommit).Seconds())
+		}
+	}
+	s := &d.status.Stream
+	s.AppliedPosition = l.applied.String()
+	if walEnd > 0 {
+		s.SourcePosition = walEnd.String()
+	}
+	s.LastCommitTime = l.lastCommit
+	s.LagBytes, s.LagSeconds = bytes, seconds
+	d.m.LagBytes.WithLabelValues(direction).Set(float64(bytes))
+	d.m.LagSeconds.WithLabelValues(direction).Set(seconds)
+	if !l.lastCommit.IsZero() {
+		d.m.LastApplyTimestamp.WithLabelValues(direction).Set(float64(l.lastCommit.Unix()))
+	}
+}

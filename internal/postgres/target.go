@@ -1,0 +1,384 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/migrated/migrated/internal/apply"
+	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/state"
+)
+
+// pipelineDepth is how many statements go to the target before their results are read. It bounds
+// memory for a source transaction of any size.
+const pipelineDepth = 1000
+
+// Target applies changes to a PostgreSQL target on one connection. Values travel in PostgreSQL's
+// text form exactly as pgoutput sent them, to prepared statements whose parameter types the
+// server infers from the columns, so nothing is parsed or rounded on the way.
+type Target struct {
+	conn      *pgx.Conn
+	migration string
+	stream    string
+	stmts     map[string]*pgconn.StatementDescription
+}
+
+// NewTarget connects to the target for applying the named stream ("forward" or "reverse").
+// Triggers and foreign keys on the target do not fire for replicated rows
+// (session_replication_role = replica), as they already fired on the source.
+func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, &apply.TransientError{Err: fmt.Errorf("connect to target: %w", err)}
+	}
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("set session_replication_role on the target: %w; run migrated as a superuser on the target, or GRANT SET ON PARAMETER session_replication_role TO the migrated role", err)
+	}
+	return &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}}, nil
+}
+
+// Close closes the connection.
+func (t *Target) Close(ctx context.Context) error { return t.conn.Close(ctx) }
+
+// Begin opens a target transaction.
+func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
+	if _, err := t.conn.Exec(ctx, "BEGIN"); err != nil {
+		return nil, classify(fmt.Errorf("begin target transaction: %w", err))
+	}
+	return &targetTxn{t: t, batch: &pgconn.Batch{}}, nil
+}
+
+type targetTxn struct {
+	t       *Target
+	batch   *pgconn.Batch
+	pending []*cdc.Change // the change behind each queued statement, to name it in an error
+}
+
+func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
+	stmts, err := statements(c)
+	if err != nil {
+		return err
+	}
+	for _, s := range stmts {
+		sd, err := x.t.prepare(ctx, s.sql)
+		if err != nil {
+			return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: sqlState(err), Err: err}
+		}
+		x.batch.ExecStatement(sd, s.args, nil, nil)
+		x.pending = append(x.pending, c)
+	}
+	if len(x.pending) >= pipelineDepth {
+		return x.flush(ctx)
+	}
+	return nil
+}
+
+// flush sends the queued statements and reads their results. The first failure names its change.
+func (x *targetTxn) flush(ctx context.Context) error {
+	if len(x.pending) == 0 {
+		return nil
+	}
+	mrr := x.t.conn.PgConn().ExecBatch(ctx, x.batch)
+	var first error
+	i := 0
+	for mrr.NextResult() {
+		_, err := mrr.ResultReader().Close()
+		if err != nil && first == nil && i < len(x.pending) {
+			first = x.changeError(x.pending[i], err)
+		}
+		i++
+	}
+	err := mrr.Close()
+	x.batch, x.pending = &pgconn.Batch{}, x.pending[:0]
+	if first != nil {
+		return first
+	}
+	if err != nil {
+		return classify(fmt.Errorf("apply batch: %w", err))
+	}
+	return nil
+}
+
+func (x *targetTxn) changeError(c *cdc.Change, err error) error {
+	err = classify(err)
+	if apply.IsTransient(err) {
+		return err
+	}
+	return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: sqlState(err), Err: err}
+}
+
+func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error {
+	var at *time.Time
+	if !commitTime.IsZero() {
+		at = &commitTime
+	}
+	if err := x.flush(ctx); err != nil {
+		return err
+	}
+	if _, err := x.t.conn.Exec(ctx, state.CheckpointSQL, x.t.migration, x.t.stream, pos.String(), at); err != nil {
+		return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
+	}
+	if _, err := x.t.conn.Exec(ctx, "COMMIT"); err != nil {
+		return classify(fmt.Errorf("commit target transaction at %s: %w", pos, err))
+	}
+	return nil
+}
+
+func (x *targetTxn) Rollback(ctx context.Context) {
+	if x.t.conn.IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, _ = x.t.conn.Exec(ctx, "ROLLBACK")
+}
+
+func (t *Target) prepare(ctx context.Context, sql string) (*pgconn.StatementDescription, error) {
+	if sd, ok := t.stmts[sql]; ok {
+		return sd, nil
+	}
+	sd, err := t.conn.PgConn().Prepare(ctx, "m"+strconv.Itoa(len(t.stmts)), sql, nil)
+	if err != nil {
+		return nil, err
+	}
+	t.stmts[sql] = sd
+	return sd, nil
+}
+
+type statement struct {
+	sql  string
+	args [][]byte
+}
+
+// statements turns a change into idempotent SQL. An insert is an upsert. An update whose new row
+// is complete is an upsert too (after deleting the old key if the key changed), so replay from an
+// earlier position converges. An update that carries unchanged TOAST values is an UPDATE by key
+// of the columns that were sent, so those values are never overwritten.
+func statements(c *cdc.Change) ([]statement, error) {
+	switch c.Op {
+	case cdc.OpInsert:
+		return []statement{upsert(c.Relation, c.New)}, nil
+	case cdc.OpUpdate:
+		oldKey := keyChanged(c)
+		if !hasUnchanged(c.New) {
+			if oldKey == nil {
+				return []statement{upsert(c.Relation, c.New)}, nil
+			}
+			return []statement{deleteByKey(c.Relation, oldKey), upsert(c.Relation, c.New)}, nil
+		}
+		where := c.New
+		if oldKey != nil {
+			where = oldKey
+		}
+		return []statement{updateByKey(c.Relation, c.New, where, oldKey != nil)}, nil
+	case cdc.OpDelete:
+		if c.Old == nil {
+			return nil, fmt.Errorf("delete on %s without an old key; set a primary key or replica identity", c.Relation.Table)
+		}
+		return []statement{deleteByKey(c.Relation, c.Old)}, nil
+	case cdc.OpTruncate:
+		names := make([]string, len(c.Truncated))
+		for i, r := range c.Truncated {
+			names[i] = ident(r.Table)
+		}
+		return []statement{{sql: "TRUNCATE " + strings.Join(names, ", ")}}, nil
+	}
+	return nil, fmt.Errorf("unknown change op %s", c.Op)
+}
+
+// keyChanged returns the old row image when the update moved the row to a new key, else nil.
+func keyChanged(c *cdc.Change) []cdc.Value {
+	if c.Old == nil {
+		return nil
+	}
+	for _, i := range c.Relation.KeyColumns() {
+		o, n := c.Old[i], c.New[i]
+		if o.Kind != n.Kind || string(o.Data) != string(n.Data) {
+			return c.Old
+		}
+	}
+	return nil
+}
+
+func hasUnchanged(vals []cdc.Value) bool {
+	for _, v := range vals {
+		if v.Kind == cdc.ValueUnchanged {
+			return true
+		}
+	}
+	return false
+}
+
+func upsert(rel *cdc.Relation, row []cdc.Value) statement {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(ident(rel.Table))
+	b.WriteString(" (")
+	args := make([][]byte, 0, len(rel.Columns))
+	for i, col := range rel.Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quote(col.Name))
+		args = append(args, arg(row[i]))
+	}
+	b.WriteString(") OVERRIDING SYSTEM VALUE VALUES (")
+	for i := range rel.Columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(i+1))
+	}
+	b.WriteString(") ON CONFLICT (")
+	first := true
+	for _, i := range rel.KeyColumns() {
+		if !first {
+			b.WriteString(", ")
+		}
+		first = false
+		b.WriteString(quote(rel.Columns[i].Name))
+	}
+	b.WriteString(") DO ")
+	set := 0
+	for _, col := range rel.Columns {
+		if col.Key {
+			continue
+		}
+		if set == 0 {
+			b.WriteString("UPDATE SET ")
+		} else {
+			b.WriteString(", ")
+		}
+		set++
+		b.WriteString(quote(col.Name) + " = EXCLUDED." + quote(col.Name))
+	}
+	if set == 0 {
+		b.WriteString("NOTHING")
+	}
+	return statement{sql: b.String(), args: args}
+}
+
+func updateByKey(rel *cdc.Relation, row, where []cdc.Value, setKey bool) statement {
+	var b strings.Builder
+	var args [][]byte
+	b.WriteString("UPDATE " + ident(rel.Table) + " SET ")
+	n := 0
+	for i, col := range rel.Columns {
+		if row[i].Kind == cdc.ValueUnchanged || (col.Key && !setKey) {
+			continue
+		}
+		if n > 0 {
+			b.WriteString(", ")
+		}
+		n++
+		args = append(args, arg(row[i]))
+		b.WriteString(quote(col.Name) + " = $" + strconv.Itoa(len(args)))
+	}
+	b.WriteString(" WHERE ")
+	writeKeyWhere(&b, rel, where, &args)
+	return statement{sql: b.String(), args: args}
+}
+
+func deleteByKey(rel *cdc.Relation, old []cdc.Value) statement {
+	var b strings.Builder
+	var args [][]byte
+	b.WriteString("DELETE FROM " + ident(rel.Table) + " WHERE ")
+	writeKeyWhere(&b, rel, old, &args)
+	return statement{sql: b.String(), args: args}
+}
+
+func writeKeyWhere(b *strings.Builder, rel *cdc.Relation, row []cdc.Value, args *[][]byte) {
+	for n, i := range rel.KeyColumns() {
+		if n > 0 {
+			b.WriteString(" AND ")
+		}
+		*args = append(*args, arg(row[i]))
+		b.WriteString(quote(rel.Columns[i].Name) + " = $" + strconv.Itoa(len(*args)))
+	}
+}
+
+func arg(v cdc.Value) []byte {
+	if v.Kind == cdc.ValueNull {
+		return nil
+	}
+	if v.Data == nil {
+		return []byte{}
+	}
+	return v.Data
+}
+
+func ident(t cdc.TableID) string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+func quote(s string) string      { return pgx.Identifier{s}.Sanitize() }
+
+func tableOf(c *cdc.Change) string {
+	if c.Relation != nil {
+		return c.Relation.Table.String()
+	}
+	var names []string
+	for _, r := range c.Truncated {
+		names = append(names, r.Table.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+// keyOf renders the key of the changed row for an operator: key columns only, never whole rows.
+func keyOf(c *cdc.Change) string {
+	if c.Relation == nil {
+		return "truncate"
+	}
+	row := c.New
+	if c.Old != nil {
+		row = c.Old
+	}
+	var parts []string
+	for _, i := range c.Relation.KeyColumns() {
+		v := "NULL"
+		if row[i].Kind == cdc.ValueText {
+			v = string(row[i].Data)
+			if len(v) > 64 {
+				v = v[:64] + "…"
+			}
+		}
+		parts = append(parts, c.Relation.Columns[i].Name+"="+v)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return "none"
+}
+
+// classify marks errors worth a retry from the last checkpoint as transient.
+func classify(err error) error {
+	if err == nil || apply.IsTransient(err) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock
+			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57P"),         // admin shutdown, crash shutdown, cannot connect now
+			pgErr.Code == "55P03", pgErr.Code == "57014": // lock not available, query cancelled
+			return &apply.TransientError{Err: err}
+		}
+		return err
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
+		return &apply.TransientError{Err: err}
+	}
+	// Anything else below SQL (a reset connection, an EOF) is the network: retry.
+	return &apply.TransientError{Err: err}
+}

@@ -1,0 +1,50 @@
+// Package schema is the engine-neutral catalog model: the tables a migration moves, their
+// columns, keys and sizes.
+package schema
+
+import "github.com/migrated/migrated/internal/cdc"
+
+// Table is one source table.
+type Table struct {
+	ID      cdc.TableID
+	Columns []Column
+	// Key is the column list that identifies a row: the primary key, or the replica identity
+	// index. Empty means the table cannot be migrated online.
+	Key []string
+	// KeyKind says where Key came from: "primary key", "replica identity index", or "".
+	KeyKind string
+	// EstimatedRows and Bytes come from the engine's statistics; they plan chunks and show progress.
+	EstimatedRows int64
+	Bytes         int64
+	// Partitioned is true for a partitioned parent, which holds no rows itself.
+	Partitioned bool
+	// Root is the top of the partition tree for a partition, and the table itself otherwise.
+	// Changes to partitions are streamed under the root's name.
+	Root cdc.TableID
+}
+
+// Column is a column of a Table.
+type Column struct {
+	Name    string
+	Type    string // the engine's type name, e.g. "numeric(20,4)"
+	NotNull bool
+	// Generated columns are computed by the target itself: never copied, never applied.
+	Generated bool
+}
+
+// CopyColumns returns the names of the columns that the snapshot copies and apply writes.
+func (t *Table) CopyColumns() []string {
+	var cols []string
+	for _, c := range t.Columns {
+		if !c.Generated {
+			cols = append(cols, c.Name)
+		}
+	}
+	return cols
+}
+
+// IsLeaf reports whether the table holds rows: it is not a partitioned parent.
+func (t *Table) IsLeaf() bool { return !t.Partitioned }
+
+// IsRoot reports whether the table is not a partition of another table.
+func (t *Table) IsRoot() bool { return t.Root == t.ID }
