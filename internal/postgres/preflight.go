@@ -36,7 +36,7 @@ func CheckSource(ctx context.Context, conn *pgx.Conn, tables []*schema.Table, sl
 		maxSenders, usedSenders       int
 		superuser, replication        bool
 		canCreate                     bool
-		user                          string
+		user, database                string
 	)
 	err := conn.QueryRow(ctx, `
 SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
@@ -47,10 +47,10 @@ SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
        (SELECT count(*) FROM pg_stat_replication)::int,
        r.rolsuper, r.rolreplication,
        has_database_privilege(current_database(), 'CREATE'),
-       current_user
+       current_user, current_database()
   FROM pg_roles r WHERE r.rolname = current_user`, slotName).Scan(
 		&version, &walLevel, &maxSlots, &usedSlots, &ownSlots, &maxSenders, &usedSenders,
-		&superuser, &replication, &canCreate, &user)
+		&superuser, &replication, &canCreate, &user, &database)
 	if err != nil {
 		return nil, fmt.Errorf("read source settings: %w", err)
 	}
@@ -73,7 +73,7 @@ SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
 		add("privileges", "role %s cannot start replication; run ALTER ROLE %s REPLICATION on the source", user, pgx.Identifier{user}.Sanitize())
 	}
 	if !superuser && !canCreate {
-		add("privileges", "role %s cannot create a publication; run GRANT CREATE ON DATABASE <db> TO %s on the source", user, pgx.Identifier{user}.Sanitize())
+		add("privileges", "role %s cannot create a publication; run GRANT CREATE ON DATABASE %s TO %s on the source", user, pgx.Identifier{database}.Sanitize(), pgx.Identifier{user}.Sanitize())
 	}
 	if len(tables) == 0 {
 		add("tables", "no source table matches the tables section of the config; check tables.include-schemas and tables.include-tables")
@@ -114,8 +114,8 @@ func tablesWithout(ctx context.Context, conn *pgx.Conn, tables []*schema.Table, 
 	for _, t := range Roots(tables) {
 		names = append(names, pgx.Identifier{t.ID.Schema, t.ID.Name}.Sanitize())
 	}
-	rows, err := conn.Query(ctx, `SELECT c.oid::regclass::text FROM unnest($1::text[]) AS n(name)
-	  JOIN pg_class c ON c.oid = n.name::regclass WHERE NOT `+cond, names)
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', s.nspname, c.relname) FROM unnest($1::text[]) AS n(name)
+	  JOIN pg_class c ON c.oid = n.name::regclass JOIN pg_namespace s ON s.oid = c.relnamespace WHERE NOT `+cond+` ORDER BY 1`, names)
 	if err != nil {
 		return nil, fmt.Errorf("check table privileges: %w", err)
 	}
@@ -128,10 +128,10 @@ func CheckTarget(ctx context.Context, conn *pgx.Conn, tables []*schema.Table, fr
 	var probs []Problem
 	var version int
 	var superuser, canCreate bool
-	var user string
+	var user, database string
 	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, r.rolsuper,
-	       has_database_privilege(current_database(), 'CREATE'), current_user
-	  FROM pg_roles r WHERE r.rolname = current_user`).Scan(&version, &superuser, &canCreate, &user)
+	       has_database_privilege(current_database(), 'CREATE'), current_user, current_database()
+	  FROM pg_roles r WHERE r.rolname = current_user`).Scan(&version, &superuser, &canCreate, &user, &database)
 	if err != nil {
 		return nil, fmt.Errorf("read target settings: %w", err)
 	}
@@ -139,7 +139,7 @@ func CheckTarget(ctx context.Context, conn *pgx.Conn, tables []*schema.Table, fr
 		probs = append(probs, Problem{"target version", fmt.Sprintf("target runs PostgreSQL %d.%d; migrated needs 13 or later", version/10000, version%10000)})
 	}
 	if !superuser && !canCreate {
-		probs = append(probs, Problem{"target privileges", fmt.Sprintf("role %s cannot create schemas on the target; run GRANT CREATE ON DATABASE <db> TO %s on the target", user, pgx.Identifier{user}.Sanitize())})
+		probs = append(probs, Problem{"target privileges", fmt.Sprintf("role %s cannot create schemas on the target; run GRANT CREATE ON DATABASE %s TO %s on the target", user, pgx.Identifier{database}.Sanitize(), pgx.Identifier{user}.Sanitize())})
 	}
 	if !fresh {
 		return probs, nil

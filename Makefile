@@ -1,0 +1,33 @@
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X github.com/migrated/migrated/internal/metrics.Version=$(VERSION)
+BIN       := bin/migrated
+
+.PHONY: build test test-short bench demo lint clean
+
+## build: the static binary, the same command the Dockerfile runs
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/migrated
+
+## test: every test, with real PostgreSQL and MariaDB servers started by the tests, under -race
+test:
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+## test-short: unit tests only
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## bench: speed and memory beside the peer tools, printed as ratios
+bench: build
+	$(GO) run ./bench $(BENCHFLAGS)
+
+## demo: a live migration of a generated dataset between two throwaway servers
+demo: build
+	$(BIN) demo $(DEMOFLAGS)
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+
+clean:
+	rm -rf bin
