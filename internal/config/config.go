@@ -32,7 +32,7 @@ type Config struct {
 	Stream Stream `yaml:"stream"`
 	// Cutover bounds when and how the switch to the target may happen.
 	Cutover Cutover `yaml:"cutover"`
-	// API configures the operator HTTP API used by `migrated status` and friends.
+	// API configures the operator HTTP API.
 	API API `yaml:"api"`
 	// Log configures the daemon's own logging.
 	Log Log `yaml:"log"`

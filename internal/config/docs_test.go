@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -59,5 +60,27 @@ func TestDocsListEveryKey(t *testing.T) {
 	sort.Strings(stale)
 	for _, k := range stale {
 		t.Errorf("docs/config.md documents %s, which is not a config key", k)
+	}
+}
+
+// TestDocsExampleParses keeps the example in docs/config.md valid.
+func TestDocsExampleParses(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(doc), "## Example\n")
+	_, rest, ok := strings.Cut(rest, "```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/config.md has no yaml block under ## Example")
+	}
+	read := func(baseDir, name string) (string, error) { return "secret-from-" + name, nil }
+	cfg, err := parse([]byte(example), "", env(map[string]string{"TARGET_PASSWORD": "pw"}), read)
+	if err != nil {
+		t.Fatalf("example does not parse:\n%v", err)
+	}
+	if got, want := cfg.Source.Password, "secret-from-/run/secrets/source-password"; got != want {
+		t.Errorf("source password = %q, want %q", got, want)
 	}
 }

@@ -54,20 +54,16 @@ func (e Endpoint) PostgresDSN() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("config: postgres dsn %w", errKeywordDSN)
 	}
+	// Rebuild from the parsed pairs rather than splice the text: a trailing backslash in
+	// the last value would otherwise escape the space before the appended password.
 	var b strings.Builder
-	last := 0
 	for _, p := range pairs {
-		if p.key == "password" {
-			b.WriteString(e.DSN[last:p.start])
-			last = p.end + len(e.DSN[p.end:]) - len(strings.TrimLeft(e.DSN[p.end:], kvSpace))
+		if p.key != "password" {
+			b.WriteString(p.key + "=" + formatKeywordValue(p.val) + " ")
 		}
 	}
-	b.WriteString(e.DSN[last:])
-	out := strings.TrimSpace(b.String())
-	if out != "" {
-		out += " "
-	}
-	return out + "password=" + quoteKeywordValue(e.Password), nil
+	b.WriteString("password=" + quoteKeywordValue(e.Password))
+	return b.String(), nil
 }
 
 // Redact returns dsn with any password removed so that it can be shown: from a URL's
@@ -112,8 +108,9 @@ func redactAuthority(rest string) string {
 	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
 		userinfo, rest, hasUser = rest[:i], rest[i+1:], true
 	}
-	// Any '@' left means the password held an unescaped '@', '/' or '?'; the parsers
-	// disagree on where it ends, so treat everything up to the last '@' as userinfo.
+	// Any '@' left means that the password held an unescaped '@', '/' or '?', or that a
+	// query value holds an '@'. The two cannot be told apart, so treat everything up to the
+	// last '@' as userinfo: the output may lose its host, but never keeps a password.
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
 		if !hasUser {
 			userinfo = rest[:at]
@@ -259,6 +256,14 @@ func unescapeKeywordValue(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// formatKeywordValue writes v for a keyword/value DSN, quoted only when it has to be.
+func formatKeywordValue(v string) string {
+	if v == "" || strings.ContainsAny(v, kvSpace+`'\`) {
+		return quoteKeywordValue(v)
+	}
+	return v
 }
 
 // quoteKeywordValue quotes v for a keyword/value DSN.

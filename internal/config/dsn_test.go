@@ -66,6 +66,8 @@ func TestPostgresDSN(t *testing.T) {
 		{"keyword quotes", "host=db1", `it's a \ pw`, `host=db1 password='it\'s a \\ pw'`},
 		{"keyword overrides", "host=db1 password='old one' dbname=app", "new", "host=db1 dbname=app password='new'"},
 		{"keyword empty", "", "pw", "password='pw'"},
+		{"keyword requotes", `host = db1  dbname='my app' options=a\ b`, "pw", `host=db1 dbname='my app' options='a b' password='pw'`},
+		{"keyword trailing backslash", `host=db1 dbname=app\`, "pw", "host=db1 dbname=app password='pw'"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := Endpoint{Engine: "postgres", DSN: c.dsn, Password: c.password}.PostgresDSN()

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,10 +75,38 @@ func FuzzParse(f *testing.F) {
 			if strings.Contains(Redact(dsn), secret) {
 				t.Fatalf("Redact(PostgresDSN()) contains the secret: %s", Redact(dsn))
 			}
+			if e.Password != "" {
+				if got := passwordOf(t, dsn); got != e.Password {
+					t.Fatalf("PostgresDSN() = %q carries password %q, want %q", dsn, got, e.Password)
+				}
+			}
 		}
 		if _, err := cfg.Cutover.InWindow(time.Now()); err != nil {
 			t.Fatalf("InWindow of a valid config: %v", err)
 		}
 		cfg.Tables.Match("public", "orders")
 	})
+}
+
+// passwordOf reads the password back out of a DSN built by PostgresDSN.
+func passwordOf(t *testing.T, dsn string) string {
+	if isPostgresURL(dsn) {
+		u, err := url.Parse(dsn)
+		if err != nil || u.User == nil {
+			t.Fatalf("PostgresDSN() = %q does not parse back: %v", dsn, err)
+		}
+		pw, _ := u.User.Password()
+		return pw
+	}
+	pairs, err := parseKeywordDSN(dsn)
+	if err != nil || len(pairs) == 0 {
+		t.Fatalf("PostgresDSN() = %q does not parse back: %v", dsn, err)
+	}
+	var pw string
+	for _, p := range pairs {
+		if p.key == "password" {
+			pw = p.val // the last one wins, as in pgx
+		}
+	}
+	return pw
 }

@@ -102,9 +102,6 @@ func (d *Daemon) leaves() []*schema.Table {
 // changes committed before that snapshot. A partitioned table is re-copied whole, as its changes
 // stream under one name.
 func (d *Daemon) finishSnapshot(ctx context.Context, mig *state.Migration) error {
-	if err := d.setPhase(ctx, state.PhaseSnapshotting, ""); err != nil {
-		return err
-	}
 	progress, err := d.store.Tables(ctx)
 	if err != nil {
 		return err
@@ -122,6 +119,9 @@ func (d *Daemon) finishSnapshot(ctx context.Context, mig *state.Migration) error
 		pendingRoots[t.Root] = true
 	}
 	if len(pendingRoots) > 0 {
+		if err := d.setPhase(ctx, state.PhaseSnapshotting, ""); err != nil {
+			return err
+		}
 		var pending []*schema.Table
 		for _, t := range d.leaves() {
 			if pendingRoots[t.Root] {

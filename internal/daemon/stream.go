@@ -92,6 +92,7 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 	stream := postgres.NewStream(postgres.StreamOptions{
 		DSN: d.srcDSN, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
 		Resume: resume, SkipBefore: skip, StatusInterval: d.cfg.Stream.StatusInterval.Duration(),
+		OnChange: d.m.ChangesReceived.WithLabelValues(direction).Inc,
 	})
 	target, err := postgres.NewTarget(ctx, d.dstDSN, d.cfg.Name, direction)
 	if err != nil {

@@ -127,6 +127,8 @@ type StreamOptions struct {
 	SkipBefore map[cdc.TableID]LSN
 	// StatusInterval is how often the durable position is confirmed to the source.
 	StatusInterval time.Duration
+	// OnChange, when set, is called for each row change received, before apply sees it.
+	OnChange func()
 }
 
 // Stream reads the pgoutput stream of a slot and emits cdc events.
@@ -241,6 +243,9 @@ func (s *Stream) Run(ctx context.Context, out chan<- cdc.Event) error {
 					return err
 				}
 				if ev != nil {
+					if ev.Kind == cdc.EventChange && s.opts.OnChange != nil {
+						s.opts.OnChange()
+					}
 					if err := send(ev); err != nil {
 						return err
 					}

@@ -97,10 +97,12 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// RequirePostgres returns the process-wide shared PostgreSQL server. It skips the test when
-// PostgreSQL is not installed and no env override is set, unless CI=true, where it fails.
+// RequirePostgres returns the process-wide shared PostgreSQL server. It skips the test with
+// -short (make test-short runs unit tests only), and when PostgreSQL is not installed and no
+// env override is set, unless CI=true, where it fails.
 func RequirePostgres(t testing.TB) *Postgres {
 	t.Helper()
+	SkipIfShort(t)
 	p, err := SharedPostgres()
 	if err != nil {
 		skipOrFail(t, err, "PostgreSQL", PostgresURLEnv)
@@ -112,6 +114,7 @@ func RequirePostgres(t testing.TB) *Postgres {
 // RequirePostgres.
 func RequireMariaDB(t testing.TB) *MariaDB {
 	t.Helper()
+	SkipIfShort(t)
 	m, err := SharedMariaDB()
 	if err != nil {
 		skipOrFail(t, err, "MariaDB", MariaDBURLEnv)
@@ -119,17 +122,29 @@ func RequireMariaDB(t testing.TB) *MariaDB {
 	return m
 }
 
+// SkipIfShort skips an integration test under -short.
+func SkipIfShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping integration test in -short mode")
+	}
+}
+
 // SkipOrFail reports a Start error: a skip if it is ErrNotInstalled and CI is not "true",
 // otherwise a fatal error.
 func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
-	skipOrFail(t, err, "server", "the MIGRATED_TEST_*_URL variable")
+	if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "true" {
+		t.Skipf("skipping: %v (install the server or set %s/%s; with CI=true this fails)",
+			err, PostgresURLEnv, MariaDBURLEnv)
+	}
+	t.Fatalf("starting server: %v", err)
 }
 
 func skipOrFail(t testing.TB, err error, what, env string) {
 	t.Helper()
 	if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "true" {
-		t.Skipf("skipping: %s is not installed and %s is not set (%v)", what, env, err)
+		t.Skipf("skipping: %s is not installed and %s is not set (%v); with CI=true this fails", what, env, err)
 	}
 	t.Fatalf("starting %s: %v", what, err)
 }

@@ -100,6 +100,7 @@ func TestPostgres(t *testing.T) {
 }
 
 func TestPostgresSettingsAndParallel(t *testing.T) {
+	testenv.SkipIfShort(t)
 	if os.Getenv(testenv.PostgresURLEnv) != "" {
 		t.Skip(testenv.PostgresURLEnv + " is set: cannot start own clusters")
 	}
@@ -153,6 +154,7 @@ func TestPostgresSettingsAndParallel(t *testing.T) {
 }
 
 func TestPostgresStartupFailureShowsLog(t *testing.T) {
+	testenv.SkipIfShort(t)
 	if os.Getenv(testenv.PostgresURLEnv) != "" {
 		t.Skip(testenv.PostgresURLEnv + " is set")
 	}
@@ -238,6 +240,7 @@ func TestMariaDB(t *testing.T) {
 }
 
 func TestMariaDBSettingsAndStop(t *testing.T) {
+	testenv.SkipIfShort(t)
 	if os.Getenv(testenv.MariaDBURLEnv) != "" {
 		t.Skip(testenv.MariaDBURLEnv + " is set: cannot start own servers")
 	}
