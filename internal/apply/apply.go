@@ -181,6 +181,8 @@ func (a *Applier) Run(ctx context.Context, events <-chan cdc.Event) (err error) 
 			if err := open(); err != nil {
 				return err
 			}
+			// Alone, a heartbeat's time is the source time the target has caught up to.
+			lastCommit = ev.CommitTime
 			if err := commit(); err != nil {
 				return err
 			}

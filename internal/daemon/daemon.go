@@ -7,11 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/migrated/migrated/internal/config"
 	"github.com/migrated/migrated/internal/metrics"
@@ -147,7 +150,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	mig, err := d.store.Load(ctx)
 	if errors.Is(err, state.ErrNotFound) {
 		if err := d.start(ctx); err != nil {
-			return d.fail(ctx, "snapshot", err)
+			// Once the migration is recorded, a copy cut short by the network resumes below.
+			if _, lerr := d.store.Load(ctx); lerr != nil || !isConnectionError(err) {
+				return d.fail(ctx, "snapshot", err)
+			}
+			d.log.Warn("snapshot interrupted; resuming", zap.Error(err))
 		}
 		mig, err = d.store.Load(ctx)
 	}
@@ -159,7 +166,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if mig.Phase == state.PhaseFailed {
 			d.log.Warn("resuming a failed migration", zap.String("error", mig.Error))
 		}
-		if err := d.finishSnapshot(ctx, mig); err != nil {
+		if err := d.retry(ctx, "snapshot", func() error { return d.finishSnapshot(ctx, mig) }); err != nil {
 			return d.fail(ctx, "snapshot", err)
 		}
 	case state.PhaseStreaming:
@@ -176,6 +183,42 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return d.fail(ctx, "apply", err)
 	}
 	return nil
+}
+
+// snapshotAttempts bounds how often a snapshot broken by a transient failure is resumed in-process
+// before the daemon stops with the error.
+const snapshotAttempts = 5
+
+// retry runs a resumable step again after transient failures (a dropped connection, a restarting
+// server), with backoff. Each attempt resumes from the state on the target.
+func (d *Daemon) retry(ctx context.Context, component string, step func() error) error {
+	backoff := time.Second
+	for attempt := 1; ; attempt++ {
+		err := step()
+		if err == nil || ctx.Err() != nil || attempt >= snapshotAttempts || !transientStream(err) || !isConnectionError(err) {
+			return err
+		}
+		d.m.Errors.WithLabelValues(component).Inc()
+		d.log.Warn(component+" interrupted; resuming", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, d.cfg.Stream.ReconnectMaxBackoff.Duration())
+	}
+}
+
+// isConnectionError reports a failure below SQL, or a server going away: worth a retry.
+func isConnectionError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe") ||
+		strings.Contains(err.Error(), "conn closed")
 }
 
 // fail records a permanent error as the failed phase, unless the daemon is merely stopping.

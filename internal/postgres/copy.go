@@ -16,6 +16,9 @@ import (
 // pageSize is PostgreSQL's default block size; chunk ranges are in pages.
 const pageSize = 8192
 
+// maxChunkBytes bounds a chunk of a table without a row estimate.
+const maxChunkBytes = 1 << 30
+
 // Chunk is a ctid page range of one table: pages [FromPage, ToPage), ToPage 0 meaning "to the
 // end", so rows added to new pages during planning are still covered.
 type Chunk struct {
@@ -32,15 +35,18 @@ func (c Chunk) String() string {
 
 // PlanChunks splits a table whose estimate exceeds splitRows into ctid ranges of about splitRows
 // rows each. ctid range scans (PostgreSQL 14+) read only their pages.
+//
+// A table never analyzed has no row estimate; it is split by size instead, at maxChunkBytes.
 func PlanChunks(t *schema.Table, splitRows int64) []Chunk {
 	pages := t.Bytes / pageSize
 	n := int64(1)
-	if splitRows > 0 && t.EstimatedRows > splitRows && pages > 1 {
+	if splitRows > 0 && t.EstimatedRows > splitRows {
 		n = (t.EstimatedRows + splitRows - 1) / splitRows
-		if n > pages {
-			n = pages
-		}
 	}
+	if t.EstimatedRows == 0 && t.Bytes > maxChunkBytes {
+		n = (t.Bytes + maxChunkBytes - 1) / maxChunkBytes
+	}
+	n = max(min(n, pages), 1)
 	chunks := make([]Chunk, n)
 	per := pages / n
 	for i := int64(0); i < n; i++ {
