@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -21,10 +27,48 @@ func TestMigrateUnderLoad(t *testing.T) {
 	e.exec(e.src, `INSERT INTO public.bulk SELECT n, 'big txn ' || n FROM generate_series(1000000, 1200000) n`)
 	e.exec(e.src, `TRUNCATE public.pairs`)
 	e.exec(e.src, `INSERT INTO public.pairs SELECT n, 'after-truncate', n FROM generate_series(1, 500) n`)
+	// Drop both sides' connections under load: the stream must reconnect from its checkpoint.
+	e.exec(e.src, `SELECT pg_terminate_backend(pid) FROM pg_stat_replication`)
+	e.exec(e.dst, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`)
 	time.Sleep(2 * time.Second)
 	w.finish(t)
 
 	e.waitCaughtUp(d)
+	e.waitFor(d, "lag 0 on the caught-up stream", time.Minute, func() bool {
+		st, ok := e.status()
+		if !ok {
+			return false
+		}
+		s := st["stream"].(map[string]any)
+		return s["lag_seconds"].(float64) == 0 && s["connected"] == true
+	})
+	metrics := e.get("/metrics")
+	for _, want := range []string{
+		`migrated_phase{phase="streaming"} 1`,
+		`migrated_replication_lag_seconds{direction="forward"} 0`,
+		`migrated_changes_applied_total{direction="forward",op="truncate"} 1`,
+		`migrated_stream_connected{direction="forward"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	var copied int64
+	dst := e.connect(e.dst)
+	defer dst.Close(context.Background())
+	if err := dst.QueryRow(context.Background(), `SELECT rows_copied FROM _migrated.tables WHERE migration = 'load' AND table_name = 'everything'`).Scan(&copied); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`migrated_snapshot_rows_copied_total{table="app.everything"} %d`, copied); copied < 12000 || !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %q (rows recorded as copied: %d)", want, copied)
+	}
+	if !regexp.MustCompile(`migrated_stream_reconnects_total\{direction="forward"\} [1-9]`).MatchString(metrics) {
+		t.Errorf("/metrics shows no stream reconnect after the connections were dropped")
+	}
+	out, code := runCLI(t, "status", "--config", e.config)
+	if code != 0 || !strings.Contains(out, "streaming") || !strings.Contains(out, "app.everything") && !strings.Contains(out, "tables") {
+		t.Errorf("migrated status (exit %d) does not show the streaming migration:\n%s", code, out)
+	}
 	st, _ := e.status()
 	stream, _ := st["stream"].(map[string]any)
 	if got := stream["changes_applied"].(float64); got < 200000 {
@@ -79,6 +123,44 @@ func TestKillAndResume(t *testing.T) {
 	e.waitFor(d, "streaming after second restart", 2*time.Minute, func() bool { return e.phase() == "streaming" })
 	time.Sleep(2 * time.Second)
 	w.finish(t)
+	e.waitCaughtUp(d)
+	e.stop(d)
+	e.compare()
+}
+
+// TestPermanentErrorStopsAndResumes plants a constraint on the target that a source change
+// violates. The stream must stop and say which table, key and SQLSTATE; nothing is skipped, and
+// once the operator fixes the target, a restart applies the change.
+func TestPermanentErrorStopsAndResumes(t *testing.T) {
+	e := newEnv(t, "perm")
+	e.exec(e.src, `CREATE TABLE public.t (id int PRIMARY KEY, v int); INSERT INTO public.t SELECT n, n FROM generate_series(1, 100) n`)
+	d := e.start()
+	e.waitFor(d, "streaming", 2*time.Minute, func() bool { return e.phase() == "streaming" })
+
+	e.exec(e.dst, `ALTER TABLE public.t ADD CONSTRAINT v_small CHECK (v < 1000) NOT VALID`)
+	e.exec(e.src, `INSERT INTO public.t VALUES (500, 5000), (501, 1)`)
+	e.waitFor(d, "the failed phase", time.Minute, func() bool { return e.phase() == "failed" })
+	st, _ := e.status()
+	msg, _ := st["error"].(string)
+	for _, want := range []string{"public.t", "id=500", "SQLSTATE 23514", "restart migrated"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("status error lacks %q: %s", want, msg)
+		}
+	}
+	if resp, err := http.Get("http://" + e.listen + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %v, %v; want 503 while failed", resp, err)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	err := <-d.done
+	d.done <- err
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitError {
+		t.Errorf("failed daemon exited with %v, want exit code %d", err, exitError)
+	}
+
+	e.exec(e.dst, `ALTER TABLE public.t DROP CONSTRAINT v_small`)
+	d = e.start()
+	e.waitFor(d, "streaming after the fix", 2*time.Minute, func() bool { return e.phase() == "streaming" })
 	e.waitCaughtUp(d)
 	e.stop(d)
 	e.compare()

@@ -204,6 +204,18 @@ func (e *env) waitFor(d *proc, what string, timeout time.Duration, cond func() b
 	}
 }
 
+// get returns the body of a GET on the daemon's API.
+func (e *env) get(path string) string {
+	e.t.Helper()
+	resp, err := http.Get("http://" + e.listen + path)
+	if err != nil {
+		e.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func (e *env) phase() string {
 	st, ok := e.status()
 	if !ok {

@@ -66,10 +66,16 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	g.Go(func() error {
 		defer stopServer()
 		err := d.Run(ctx)
-		if err != nil {
-			log.Error("migration stopped", zap.Error(err))
-		} else {
+		var pe *daemon.PreflightError
+		switch {
+		case err == nil:
 			log.Info("migration stopped")
+		case errors.As(err, &pe):
+		default:
+			// Stay up with the failed phase on /v1/status and the dashboard until the operator
+			// has read it, fixed the cause and restarted us; exiting would only restart-loop.
+			log.Error("migration failed; fix the cause, then restart migrated to resume", zap.Error(err))
+			<-ctx.Done()
 		}
 		return err
 	})

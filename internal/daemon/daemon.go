@@ -257,6 +257,9 @@ func (d *Daemon) setPhase(ctx context.Context, phase state.Phase, reason string)
 func (d *Daemon) Ready() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.status.Phase == string(state.PhaseFailed) {
+		return fmt.Errorf("migration failed: %s", d.status.Error)
+	}
 	if !d.ready {
 		return fmt.Errorf("phase is %s", d.status.Phase)
 	}

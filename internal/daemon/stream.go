@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,22 +57,22 @@ func (d *Daemon) stream(ctx context.Context, mig *state.Migration) error {
 	}
 }
 
-// transientStream tells which stream failures are worth a reconnect. A missing slot or
-// publication, a privilege or a change the target rejects are not.
+// transientStream tells which failures are worth a reconnect from the checkpoint: the network, a
+// server restarting, a deadlock, a slot still held by a previous connection. A change the target
+// rejects, a missing slot or publication, a privilege, anything unknown: stop and say so.
 func transientStream(err error) bool {
 	if err == nil {
 		return false
 	}
 	var ce *apply.ChangeError
 	if errors.As(err, &ce) {
-		return false
+		return apply.IsTransient(ce.Err)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "42704", "42501", "58P01": // undefined object (slot, publication), privilege, missing WAL file
-			return false
-		}
+		c := pgErr.Code
+		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "53") || strings.HasPrefix(c, "57P") ||
+			c == "40001" || c == "40P01" || c == "55006" || c == "55P03" || c == "57014"
 	}
 	return true
 }

@@ -96,11 +96,16 @@ func (x *targetTxn) flush(ctx context.Context) error {
 		i++
 	}
 	err := mrr.Close()
+	pending := x.pending
 	x.batch, x.pending = &pgconn.Batch{}, x.pending[:0]
 	if first != nil {
 		return first
 	}
 	if err != nil {
+		// The pipeline stops at the failing statement: the results read so far succeeded.
+		if i < len(pending) {
+			return x.changeError(pending[i], err)
+		}
 		return classify(fmt.Errorf("apply batch: %w", err))
 	}
 	return nil
