@@ -118,6 +118,21 @@ func TestKillAndResume(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	d.kill()
 	t.Log("killed while streaming")
+	// The source may only have been told about positions the target holds durably.
+	var applied string
+	if err := dst.QueryRow(context.Background(), `SELECT position FROM _migrated.progress WHERE migration = 'kill' AND stream = 'forward'`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	src := e.connect(e.src)
+	defer src.Close(context.Background())
+	var confirmed string
+	var safe bool
+	if err := src.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text, confirmed_flush_lsn <= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'migrated_kill'`, applied).Scan(&confirmed, &safe); err != nil {
+		t.Fatal(err)
+	}
+	if !safe {
+		t.Errorf("slot confirmed %s but the target holds only up to %s", confirmed, applied)
+	}
 
 	d = e.start()
 	e.waitFor(d, "streaming after second restart", 2*time.Minute, func() bool { return e.phase() == "streaming" })
