@@ -49,7 +49,7 @@ func run() int {
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "migration.yaml", "path of the migration config file")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&g.listen, "listen", "", "control API address (overrides api.listen)")
-	root.AddCommand(runCmd(&g), checkCmd(&g), statusCmd(&g), versionCmd())
+	root.AddCommand(runCmd(&g), checkCmd(&g), statusCmd(&g), versionCmd(), demoCmd(&g))
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -192,7 +192,7 @@ func (w *Writer) placeOrder(ctx context.Context, tx pgx.Tx, r *rand.Rand) ([]Key
 	if r.IntN(10) == 0 {
 		k, err := returning(ctx, tx, "customers", `INSERT INTO customers (id, name, email, country, prefs)
 			VALUES (gen_random_uuid(), 'Live Kundin ' || $1::text || ' ✓', 'live-' || gen_random_uuid() || '@example.com', 'SE', '{"live": true}')
-			RETURNING id::text`, r.IntN(1000))
+			RETURNING id::text`, strconv.Itoa(r.IntN(1000)))
 		if err != nil {
 			return nil, err
 		}

@@ -381,9 +381,6 @@ func classify(err error) error {
 		}
 		return err
 	}
-	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
-		return &apply.TransientError{Err: err}
-	}
-	// Anything else below SQL (a reset connection, an EOF) is the network: retry.
+	// Below SQL (a reset connection, an EOF, a timeout) it is the network: retry from the checkpoint.
 	return &apply.TransientError{Err: err}
 }
