@@ -26,10 +26,10 @@ type Dataset struct {
 // Approximate bytes per row on disk (heap, TOAST and indexes), measured on PostgreSQL 15, and
 // each table's share of the size. They only need to be close: the report shows the real size.
 const (
-	customerBytes = 260
-	orderBytes    = 110
-	itemBytes     = 95 // per item; an order has 2.5
-	eventBytes    = 190
+	customerBytes = 270
+	orderBytes    = 125
+	itemBytes     = 100 // per item; an order has 2.5
+	eventBytes    = 215
 	documentBytes = 10400
 
 	customerShare = 0.10
@@ -38,7 +38,7 @@ const (
 	documentShare = 0.30
 )
 
-// NewDataset sizes a dataset of about sizeMB megabytes on disk, with at least a few rows in every
+// NewDataset sizes a dataset of about sizeMB mebibytes on disk, with at least a few rows in every
 // table so that a tiny demo still exercises every type.
 func NewDataset(sizeMB int) Dataset {
 	b := float64(sizeMB) * (1 << 20)
