@@ -23,6 +23,7 @@ bench: build
 
 ## demo: a live migration of a generated dataset between two throwaway servers
 demo: build
+	@scripts/install-deps.sh postgresql-15 postgresql-client-15
 	$(BIN) demo $(DEMOFLAGS)
 
 lint:
