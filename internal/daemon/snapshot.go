@@ -176,7 +176,7 @@ func (d *Daemon) copyTables(ctx context.Context, snap string, tables []*schema.T
 	var chunks []snapshot.Chunk
 	var rowsTotal int64
 	for _, t := range tables {
-		planned := postgres.PlanChunks(t, d.cfg.Snapshot.SplitRows)
+		planned := postgres.PlanChunks(t, d.cfg.Snapshot.SplitRows, d.cfg.Snapshot.Workers)
 		if err := d.store.ResetTable(ctx, t.ID.Schema, t.ID.Name, len(planned), skipBefore); err != nil {
 			return err
 		}

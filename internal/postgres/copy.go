@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -15,6 +16,9 @@ import (
 
 // pageSize is PostgreSQL's default block size; chunk ranges are in pages.
 const pageSize = 8192
+
+// copyBufferSize is how much of a COPY stream is gathered before it goes to the target.
+const copyBufferSize = 256 << 10
 
 // maxChunkBytes bounds a chunk of a table without a row estimate.
 const maxChunkBytes = 1 << 30
@@ -37,7 +41,10 @@ func (c Chunk) String() string {
 // rows each. ctid range scans (PostgreSQL 14+) read only their pages.
 //
 // A table never analyzed has no row estimate; it is split by size instead, at maxChunkBytes.
-func PlanChunks(t *schema.Table, splitRows int64) []Chunk {
+//
+// A split table gets a multiple of workers chunks, so that its last chunks do not run alone while
+// the other workers idle.
+func PlanChunks(t *schema.Table, splitRows int64, workers int) []Chunk {
 	pages := t.Bytes / pageSize
 	n := int64(1)
 	if splitRows > 0 && t.EstimatedRows > splitRows {
@@ -45,6 +52,9 @@ func PlanChunks(t *schema.Table, splitRows int64) []Chunk {
 	}
 	if t.EstimatedRows == 0 && t.Bytes > maxChunkBytes {
 		n = (t.Bytes + maxChunkBytes - 1) / maxChunkBytes
+	}
+	if w := int64(max(workers, 1)); n > 1 && n%w != 0 {
+		n += w - n%w
 	}
 	n = max(min(n, pages), 1)
 	chunks := make([]Chunk, n)
@@ -128,7 +138,13 @@ func CopyChunk(ctx context.Context, src, dst *pgx.Conn, ch Chunk, migration stri
 	pr, pw := io.Pipe()
 	readErr := make(chan error, 1)
 	go func() {
-		_, err := src.PgConn().CopyTo(ctx, pw, out)
+		// CopyTo writes one row per call and a pipe hands each write to one read: without a
+		// buffer, CopyFrom would send every row to the target in its own message and syscall.
+		buf := bufio.NewWriterSize(pw, copyBufferSize)
+		_, err := src.PgConn().CopyTo(ctx, buf, out)
+		if err == nil {
+			err = buf.Flush()
+		}
 		pw.CloseWithError(err)
 		readErr <- err
 	}()
