@@ -23,13 +23,13 @@ type Writer interface {
 type Txn interface {
 	Add(ctx context.Context, c *cdc.Change) error
 	// Commit writes the checkpoint (pos, commitTime) and commits, all in the same transaction.
-	// commitTime is zero for a heartbeat.
+	// commitTime is the last source commit's time, or a lone heartbeat's time.
 	Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error
 	Rollback(ctx context.Context)
 }
 
 // Durable is called after each target commit with the position it made durable, the source
-// commit time of the last transaction in it (zero for heartbeats alone), and what it applied.
+// commit time of the last transaction in it (a lone heartbeat's time), and what it applied.
 type Durable func(pos cdc.Position, commitTime time.Time, stats BatchStats)
 
 // BatchStats counts what one target transaction applied.
@@ -135,6 +135,9 @@ func (a *Applier) Run(ctx context.Context, events <-chan cdc.Event) (err error) 
 		}
 		switch ev.Kind {
 		case cdc.EventBegin:
+			if inSource {
+				return errors.New("apply: begin inside an open source transaction")
+			}
 			if err := open(); err != nil {
 				return err
 			}

@@ -136,3 +136,11 @@ type Event struct {
 	// CommitTime is the source commit time (Begin, Commit) or the heartbeat's time.
 	CommitTime time.Time
 }
+
+// DecodeError is a change the stream could not decode: a malformed message, or a row that no
+// longer fits its table (DDL on the source). Reconnecting would meet it again, so it stops the
+// stream.
+type DecodeError struct{ Err error }
+
+func (e *DecodeError) Error() string { return e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }

@@ -68,6 +68,10 @@ func transientStream(err error) bool {
 	if errors.As(err, &ce) {
 		return apply.IsTransient(ce.Err)
 	}
+	var de *cdc.DecodeError
+	if errors.As(err, &de) {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		c := pgErr.Code

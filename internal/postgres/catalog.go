@@ -32,7 +32,8 @@ SELECT n.nspname, c.relname, c.relkind = 'p', c.relispartition,
                    FROM pg_index i
                    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                  WHERE i.indrelid = c.oid AND i.indisreplident), '{}')
+                  WHERE i.indrelid = c.oid AND i.indisreplident), '{}'),
+       c.relreplident::text
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid)
@@ -61,19 +62,23 @@ func Tables(ctx context.Context, q querier, match Match) ([]*schema.Table, error
 		t := &schema.Table{}
 		var isPartition bool
 		var pk, ri []string
+		var identity string
 		if err := rows.Scan(&t.ID.Schema, &t.ID.Name, &t.Partitioned, &isPartition, &t.Root.Schema, &t.Root.Name,
-			&t.EstimatedRows, &t.Bytes, &pk, &ri); err != nil {
+			&t.EstimatedRows, &t.Bytes, &pk, &ri, &identity); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read source catalog: %w", err)
 		}
 		if match != nil && !match(t.Root.Schema, t.Root.Name) {
 			continue
 		}
+		// pgoutput sends the replica identity as the old key, so apply must key rows by it.
 		switch {
+		case identity == "i" && len(ri) > 0:
+			t.Key, t.KeyKind = ri, "replica identity index"
+		case identity == "n":
+			// REPLICA IDENTITY NOTHING: updates and deletes carry no key; preflight refuses.
 		case len(pk) > 0:
 			t.Key, t.KeyKind = pk, "primary key"
-		case len(ri) > 0:
-			t.Key, t.KeyKind = ri, "replica identity index"
 		}
 		tables = append(tables, t)
 	}

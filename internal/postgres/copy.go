@@ -151,11 +151,13 @@ func CopyChunk(ctx context.Context, src, dst *pgx.Conn, ch Chunk, migration stri
 	counter := &rowCounter{r: pr, binary: binaryOK, rows: rows}
 	tag, err := dst.PgConn().CopyFrom(ctx, counter, in)
 	pr.CloseWithError(io.ErrClosedPipe) // unblock the reader if the write side stopped first
-	if rerr := <-readErr; rerr != nil {
-		return 0, fmt.Errorf("copy %s: read from source: %w", ch, rerr)
-	}
+	rerr := <-readErr
+	// When the target fails first, the source side only sees the closed pipe: report the target.
 	if err != nil {
 		return 0, fmt.Errorf("copy %s: write to target: %w", ch, err)
+	}
+	if rerr != nil {
+		return 0, fmt.Errorf("copy %s: read from source: %w", ch, rerr)
 	}
 	n := tag.RowsAffected()
 	if _, err := tx.Exec(ctx, state.ChunkDoneSQL, migration, ch.Table.ID.Schema, ch.Table.ID.Name, n); err != nil {

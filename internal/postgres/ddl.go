@@ -97,16 +97,17 @@ func SplitPassword(dsn string) (string, string) {
 
 // StripMeta drops psql meta-commands (pg_dump writes \restrict and \unrestrict since the 2025
 // security releases), which the server does not understand.
+// Only those two are removed: other lines starting with a backslash may sit inside function
+// bodies or string literals.
 func StripMeta(script string) string {
-	var kept []string
-	for _, line := range strings.Split(script, "\n") {
-		if strings.HasPrefix(line, `\`) {
-			continue
-		}
-		kept = append(kept, line)
-	}
-	return strings.Join(kept, "\n")
+	return restrictLine.ReplaceAllString(script, "")
 }
+
+var restrictLine = regexp.MustCompile(`(?m)^\\(un)?restrict [A-Za-z0-9]+\n?`)
+
+// trailingSet matches the SET lines pg_dump writes between entries (default_tablespace,
+// default_table_access_method): they configure the entry that follows.
+var trailingSet = regexp.MustCompile(`(?s)((?:\n*SET [a-z_]+ = [^\n]*;\n*)+)$`)
 
 // Script reassembles a dump for one transaction, with CREATE SCHEMA made idempotent (the
 // target has public already).
@@ -140,6 +141,7 @@ func SplitDump(script string) (preamble string, steps []Step) {
 		return script, nil
 	}
 	preamble = script[:locs[0][0]]
+	carried := ""
 	for i, loc := range locs {
 		end := len(script)
 		if i+1 < len(locs) {
@@ -148,6 +150,14 @@ func SplitDump(script string) (preamble string, steps []Step) {
 		name, typ, sch := script[loc[2]:loc[3]], script[loc[4]:loc[5]], script[loc[6]:loc[7]]
 		sql := strings.TrimSpace(script[loc[1]:end])
 		sql = strings.TrimSpace(strings.TrimSuffix(strings.TrimSuffix(sql, "--"), "\n"))
+		if carried != "" {
+			sql = carried + "\n" + sql
+			carried = ""
+		}
+		if m := trailingSet.FindStringIndex(sql); m != nil && m[0] > 0 {
+			carried = strings.TrimSpace(sql[m[0]:])
+			sql = strings.TrimSpace(sql[:m[0]])
+		}
 		if typ == "SCHEMA" {
 			sql = strings.Replace(sql, "CREATE SCHEMA ", "CREATE SCHEMA IF NOT EXISTS ", 1)
 		}

@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -32,7 +34,21 @@ func newDecoder(keys map[cdc.TableID][]string, resume LSN, skipBefore map[cdc.Ta
 
 // decode converts one pgoutput message. It returns nil when the message produces no event.
 // walStart is the position of the XLogData that carried the message.
-func (d *decoder) decode(data []byte, walStart LSN) (*cdc.Event, error) {
+func (d *decoder) decode(data []byte, walStart LSN) (ev *cdc.Event, err error) {
+	if len(data) == 0 {
+		return nil, &cdc.DecodeError{Err: fmt.Errorf("empty pgoutput message at %s", walStart)}
+	}
+	// pglogrepl does not bounds-check every field: a malformed message must stop the stream
+	// with an error, never crash the daemon.
+	defer func() {
+		if r := recover(); r != nil {
+			ev, err = nil, &cdc.DecodeError{Err: fmt.Errorf("malformed pgoutput message %q at %s: %v", data[0], walStart, r)}
+		}
+		var de *cdc.DecodeError
+		if err != nil && !errors.As(err, &de) {
+			err = &cdc.DecodeError{Err: err}
+		}
+	}()
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("parse pgoutput message: %w", err)
@@ -109,6 +125,13 @@ func (d *decoder) change(op cdc.Op, relID uint32, old, new *pglogrepl.TupleData)
 	if old != nil {
 		if c.Old, err = values(rel, old); err != nil {
 			return nil, err
+		}
+		// A NULL in the old key would make the change match no row: refuse rather than lose it.
+		for _, i := range rel.KeyColumns() {
+			if c.Old[i].Kind != cdc.ValueText {
+				return nil, fmt.Errorf("pgoutput %s on %s: key column %s has no old value; the table's replica identity does not cover the key migrated uses (%s); set REPLICA IDENTITY DEFAULT or USING INDEX on the key and restart",
+					op, rel.Table, rel.Columns[i].Name, strings.Join(d.keys[rel.Table], ", "))
+			}
 		}
 	}
 	return &cdc.Event{Kind: cdc.EventChange, Change: c}, nil

@@ -396,7 +396,6 @@ func validMessages() [][]byte {
 }
 
 func TestDecodeTruncatedMessages(t *testing.T) {
-	t.Skip("BUG: decode panics (index out of range) on an empty or truncated pgoutput message instead of returning an error; pglogrepl.Parse does not bounds-check")
 	for i, full := range validMessages() {
 		t.Run(fmt.Sprintf("%d %c", i, full[0]), func(t *testing.T) {
 			var panicked []int
@@ -443,7 +442,6 @@ func FuzzDecode(f *testing.F) {
 }
 
 func TestReplicaIdentityOtherThanPrimaryKey(t *testing.T) {
-	t.Skip("BUG: with a primary key and REPLICA IDENTITY USING INDEX on other columns, the catalog keys by the primary key but pgoutput sends only the index columns as the old key, so deletes and key-changing TOAST updates become WHERE id = NULL and are silently lost")
 	// public.items has PRIMARY KEY (id) and REPLICA IDENTITY USING INDEX items_email_key.
 	keys := map[cdc.TableID][]string{items: {"id"}}
 	relMsg := relationMsg(1, "public", "items", relCol{"id", false, 23}, relCol{"email", true, 25}, relCol{"doc", false, 25})
@@ -457,8 +455,15 @@ func TestReplicaIdentityOtherThanPrimaryKey(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			d := newDecoder(keys, 0, nil)
-			evs := decodeAll(t, d, relMsg, beginMsg(0x100, t0, 1), tt.msg)
-			stmts, err := statements(evs[1].Change)
+			decodeAll(t, d, relMsg, beginMsg(0x100, t0, 1))
+			ev, err := d.decode(tt.msg, 0)
+			if err != nil {
+				if !strings.Contains(err.Error(), "replica identity") {
+					t.Errorf("refusal does not say why: %v", err)
+				}
+				return // refusing the change is safe; losing it is not
+			}
+			stmts, err := statements(ev.Change)
 			if err != nil {
 				return // refusing the change is safe; losing it is not
 			}

@@ -5,6 +5,8 @@ package postgres
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 )
@@ -14,11 +16,16 @@ type LSN uint64
 
 func (l LSN) String() string { return pglogrepl.LSN(l).String() }
 
-// ParseLSN parses the text form "16/B374D848".
+// ParseLSN parses the text form "16/B374D848": two hexadecimal halves of at most 32 bits each.
 func ParseLSN(s string) (LSN, error) {
-	l, err := pglogrepl.ParseLSN(s)
-	if err != nil {
-		return 0, fmt.Errorf("parse lsn %q: %w", s, err)
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("parse lsn %q: want two hexadecimal halves like 16/B374D848", s)
 	}
-	return LSN(l), nil
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil || strings.HasPrefix(hi, "+") || strings.HasPrefix(lo, "+") {
+		return 0, fmt.Errorf("parse lsn %q: want two hexadecimal halves like 16/B374D848", s)
+	}
+	return LSN(h<<32 | l), nil
 }

@@ -47,7 +47,7 @@ func TestParseLSNLowercase(t *testing.T) {
 func TestParseLSNInvalid(t *testing.T) {
 	for _, tt := range []struct {
 		text string
-		bug  string
+		_    string
 	}{
 		{"", ""},
 		{"16", ""},
@@ -56,14 +56,11 @@ func TestParseLSNInvalid(t *testing.T) {
 		{"-1/0", ""},
 		{"G/0", ""},
 		{"0x16/0", ""},
-		{"16/B374D848 garbage", "ParseLSN accepts trailing text after the LSN"},
-		{"0/100000000", "ParseLSN accepts a low half over 32 bits and carries it into the high half"},
-		{"100000000/0", "ParseLSN accepts a high half over 32 bits and silently wraps it to 0/0"},
+		{"16/B374D848 garbage", ""},
+		{"0/100000000", ""},
+		{"100000000/0", ""},
 	} {
 		t.Run(tt.text, func(t *testing.T) {
-			if tt.bug != "" {
-				t.Skip("BUG: " + tt.bug)
-			}
 			if got, err := ParseLSN(tt.text); err == nil {
 				t.Errorf("ParseLSN(%q) = %s, want an error", tt.text, got)
 			}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -58,21 +59,31 @@ func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
 type targetTxn struct {
 	t       *Target
 	batch   *pgconn.Batch
-	pending []*cdc.Change // the change behind each queued statement, to name it in an error
+	pending []pendingStmt
 }
+
+// pendingStmt is a queued statement's change, to name it in an error, and whether it must match
+// a row: an UPDATE by key that matches none means the target has diverged from the source.
+type pendingStmt struct {
+	change    *cdc.Change
+	mustMatch bool
+}
+
+// ErrRowMissing means an update found no row to change on the target.
+var ErrRowMissing = errors.New("the row is missing on the target, so the target has diverged from the source; compare the table (the snapshot may have been altered on the target), then cancel and restart the migration")
 
 func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 	stmts, err := statements(c)
 	if err != nil {
-		return err
+		return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: "none", Err: err}
 	}
 	for _, s := range stmts {
 		sd, err := x.t.prepare(ctx, s.sql)
 		if err != nil {
-			return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: sqlState(err), Err: err}
+			return x.changeError(c, err)
 		}
 		x.batch.ExecStatement(sd, s.args, nil, nil)
-		x.pending = append(x.pending, c)
+		x.pending = append(x.pending, pendingStmt{change: c, mustMatch: s.mustMatch})
 	}
 	if len(x.pending) >= pipelineDepth {
 		return x.flush(ctx)
@@ -89,9 +100,15 @@ func (x *targetTxn) flush(ctx context.Context) error {
 	var first error
 	i := 0
 	for mrr.NextResult() {
-		_, err := mrr.ResultReader().Close()
-		if err != nil && first == nil && i < len(x.pending) {
-			first = x.changeError(x.pending[i], err)
+		tag, err := mrr.ResultReader().Close()
+		if first == nil && i < len(x.pending) {
+			p := x.pending[i]
+			switch {
+			case err != nil:
+				first = x.changeError(p.change, err)
+			case p.mustMatch && tag.RowsAffected() == 0:
+				first = &apply.ChangeError{Table: tableOf(p.change), Op: p.change.Op.String(), Key: keyOf(p.change), SQLState: "none", Err: ErrRowMissing}
+			}
 		}
 		i++
 	}
@@ -104,7 +121,7 @@ func (x *targetTxn) flush(ctx context.Context) error {
 	if err != nil {
 		// The pipeline stops at the failing statement: the results read so far succeeded.
 		if i < len(pending) {
-			return x.changeError(pending[i], err)
+			return x.changeError(pending[i].change, err)
 		}
 		return classify(fmt.Errorf("apply batch: %w", err))
 	}
@@ -160,6 +177,8 @@ func (t *Target) prepare(ctx context.Context, sql string) (*pgconn.StatementDesc
 type statement struct {
 	sql  string
 	args [][]byte
+	// mustMatch is set on an UPDATE by key, which must find its row.
+	mustMatch bool
 }
 
 // statements turns a change into idempotent SQL. An insert is an upsert. An update whose new row
@@ -182,7 +201,11 @@ func statements(c *cdc.Change) ([]statement, error) {
 		if oldKey != nil {
 			where = oldKey
 		}
-		return []statement{updateByKey(c.Relation, c.New, where, oldKey != nil)}, nil
+		s, ok := updateByKey(c.Relation, c.New, where, oldKey != nil)
+		if !ok {
+			return nil, nil // only unchanged TOAST values: nothing on the target changes
+		}
+		return []statement{s}, nil
 	case cdc.OpDelete:
 		if c.Old == nil {
 			return nil, fmt.Errorf("delete on %s without an old key; set a primary key or replica identity", c.Relation.Table)
@@ -270,7 +293,9 @@ func upsert(rel *cdc.Relation, row []cdc.Value) statement {
 	return statement{sql: b.String(), args: args}
 }
 
-func updateByKey(rel *cdc.Relation, row, where []cdc.Value, setKey bool) statement {
+// updateByKey returns false when no column is sent, e.g. UPDATE t SET id = id with all other
+// columns unchanged TOAST.
+func updateByKey(rel *cdc.Relation, row, where []cdc.Value, setKey bool) (statement, bool) {
 	var b strings.Builder
 	var args [][]byte
 	b.WriteString("UPDATE " + ident(rel.Table) + " SET ")
@@ -286,9 +311,12 @@ func updateByKey(rel *cdc.Relation, row, where []cdc.Value, setKey bool) stateme
 		args = append(args, arg(row[i]))
 		b.WriteString(quote(col.Name) + " = $" + strconv.Itoa(len(args)))
 	}
+	if n == 0 {
+		return statement{}, false
+	}
 	b.WriteString(" WHERE ")
 	writeKeyWhere(&b, rel, where, &args)
-	return statement{sql: b.String(), args: args}
+	return statement{sql: b.String(), args: args, mustMatch: true}, true
 }
 
 func deleteByKey(rel *cdc.Relation, old []cdc.Value) statement {
@@ -348,7 +376,11 @@ func keyOf(c *cdc.Change) string {
 		if row[i].Kind == cdc.ValueText {
 			v = string(row[i].Data)
 			if len(v) > 64 {
-				v = v[:64] + "…"
+				cut := 64
+				for cut > 0 && !utf8.RuneStart(v[cut]) {
+					cut--
+				}
+				v = v[:cut] + "…"
 			}
 		}
 		parts = append(parts, c.Relation.Columns[i].Name+"="+v)

@@ -205,7 +205,6 @@ func TestStatementsQuoteNames(t *testing.T) {
 }
 
 func TestStatementsUpdateOnlyUnchanged(t *testing.T) {
-	t.Skip(`BUG: an update whose non-key columns are all unchanged TOAST (e.g. UPDATE t SET id = id) yields "UPDATE t SET  WHERE ...", a syntax error that stops the stream`)
 	items := rel("docs", "id*", "body")
 	got, err := statements(&cdc.Change{Op: cdc.OpUpdate, Relation: items, New: []cdc.Value{text("1"), same}})
 	if err != nil {
@@ -262,7 +261,6 @@ func TestKeyOf(t *testing.T) {
 }
 
 func TestKeyOfCutsOnRuneBoundary(t *testing.T) {
-	t.Skip("BUG: keyOf cuts a long key at byte 64, splitting a multi-byte character into invalid UTF-8 in the operator's error")
 	items := rel("items", "id*")
 	key := strings.Repeat("a", 63) + "é"
 	got := keyOf(&cdc.Change{Op: cdc.OpInsert, Relation: items, New: []cdc.Value{text(key)}})

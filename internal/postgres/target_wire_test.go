@@ -296,7 +296,6 @@ func TestTargetBatchErrorNamesItsChange(t *testing.T) {
 }
 
 func TestTargetPrepareConnectionLost(t *testing.T) {
-	t.Skip("BUG: targetTxn.Add wraps a Prepare failure in ChangeError without classify, so a dropped target connection stops the stream as permanent instead of reconnecting")
 	b := &fakeBackend{parse: func(string) (string, bool) { return "", true }}
 	tg := connectFake(t, b)
 	ctx := context.Background()
