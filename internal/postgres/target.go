@@ -16,9 +16,12 @@ import (
 	"github.com/migrated/migrated/internal/state"
 )
 
-// pipelineDepth is how many statements go to the target before their results are read. It bounds
-// memory for a source transaction of any size.
-const pipelineDepth = 1000
+// pipelineDepth is how many statements go to the target before their results are read, and
+// pipelineBytes how many bytes of values. They bound memory for a source transaction of any size.
+const (
+	pipelineDepth = 1000
+	pipelineBytes = 8 << 20
+)
 
 // Target applies changes to a PostgreSQL target on one connection. Values travel in PostgreSQL's
 // text form exactly as pgoutput sent them, to prepared statements whose parameter types the
@@ -28,7 +31,21 @@ type Target struct {
 	migration string
 	stream    string
 	stmts     map[string]*pgconn.StatementDescription
+	// compactable holds the tables whose queued writes to one key may be folded into the last:
+	// see targetTxn.queue.
+	compactable map[cdc.TableID]bool
 }
+
+// compactableSQL finds the tables where the order of writes to different rows inside one target
+// transaction cannot matter: one unique index (the key), no exclusion constraint, and no trigger
+// that fires for replicated rows. Foreign keys and ordinary triggers do not fire under
+// session_replication_role = replica.
+const compactableSQL = `
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_migrated')
+   AND (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique) = 1
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = c.oid AND x.contype = 'x')
+   AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R'))`
 
 // NewTarget connects to the target for applying the named stream ("forward" or "reverse").
 // Triggers and foreign keys on the target do not fire for replicated rows
@@ -42,7 +59,23 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 		conn.Close(ctx)
 		return nil, fmt.Errorf("set session_replication_role on the target: %w; run migrated as a superuser on the target, or GRANT SET ON PARAMETER session_replication_role TO the migrated role", err)
 	}
-	return &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}}, nil
+	t := &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}, compactable: map[cdc.TableID]bool{}}
+	rows, err := conn.Query(ctx, compactableSQL)
+	if err != nil {
+		conn.Close(ctx)
+		return nil, classify(fmt.Errorf("read target catalog: %w", err))
+	}
+	for rows.Next() {
+		var id cdc.TableID
+		if err := rows.Scan(&id.Schema, &id.Name); err != nil {
+			rows.Close()
+			conn.Close(ctx)
+			return nil, classify(fmt.Errorf("read target catalog: %w", err))
+		}
+		t.compactable[id] = true
+	}
+	rows.Close()
+	return t, nil
 }
 
 // Close closes the connection.
@@ -53,18 +86,22 @@ func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
 	if _, err := t.conn.Exec(ctx, "BEGIN"); err != nil {
 		return nil, classify(fmt.Errorf("begin target transaction: %w", err))
 	}
-	return &targetTxn{t: t, batch: &pgconn.Batch{}}, nil
+	return &targetTxn{t: t, last: map[string]int{}}, nil
 }
 
 type targetTxn struct {
 	t       *Target
-	batch   *pgconn.Batch
 	pending []pendingStmt
+	bytes   int
+	// last maps a row (table and key) to its queued full-row write in pending.
+	last map[string]int
 }
 
-// pendingStmt is a queued statement's change, to name it in an error, and whether it must match
-// a row: an UPDATE by key that matches none means the target has diverged from the source.
+// pendingStmt is a queued statement, its change (to name it in an error), and whether it must
+// match a row: an UPDATE by key that matches none means the target has diverged from the source.
 type pendingStmt struct {
+	sd        *pgconn.StatementDescription
+	args      [][]byte
 	change    *cdc.Change
 	mustMatch bool
 }
@@ -82,13 +119,61 @@ func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 		if err != nil {
 			return x.changeError(c, err)
 		}
-		x.batch.ExecStatement(sd, s.args, nil, nil)
-		x.pending = append(x.pending, pendingStmt{change: c, mustMatch: s.mustMatch})
+		x.queue(c, s, pendingStmt{sd: sd, args: s.args, change: c, mustMatch: s.mustMatch})
 	}
-	if len(x.pending) >= pipelineDepth {
+	if len(x.pending) >= pipelineDepth || x.bytes >= pipelineBytes {
 		return x.flush(ctx)
 	}
 	return nil
+}
+
+// queue adds a statement to the pipeline. A full-row write (upsert, or delete by key) to a row
+// that already has one queued replaces it in place: inside one target transaction only a row's
+// last image is visible, and on a compactable table the order of writes to different rows cannot
+// change the outcome. Hot rows updated by every source transaction (counters, balances) are then
+// written once per target transaction. A partial UPDATE or a TRUNCATE is never folded and ends
+// folding for what it touches.
+func (x *targetTxn) queue(c *cdc.Change, s statement, p pendingStmt) {
+	x.bytes += len(s.sql)
+	for _, a := range s.args {
+		x.bytes += len(a)
+	}
+	if c.Op == cdc.OpTruncate {
+		clear(x.last)
+	}
+	if c.Relation == nil || !x.t.compactable[c.Relation.Table] || s.key == nil {
+		// A partial write must stay after every earlier write to the keys it touches, old and new.
+		if c.Relation != nil {
+			for _, row := range [][]cdc.Value{c.Old, c.New} {
+				if row != nil {
+					delete(x.last, rowKey(c.Relation.Table, keyArgs(c.Relation, row)))
+				}
+			}
+		}
+		x.pending = append(x.pending, p)
+		return
+	}
+	k := rowKey(c.Relation.Table, s.key)
+	if i, ok := x.last[k]; ok {
+		x.pending[i] = p
+		return
+	}
+	x.last[k] = len(x.pending)
+	x.pending = append(x.pending, p)
+}
+
+func rowKey(t cdc.TableID, key [][]byte) string {
+	var b strings.Builder
+	b.WriteString(t.Schema)
+	b.WriteByte(0)
+	b.WriteString(t.Name)
+	for _, k := range key {
+		b.WriteByte(0)
+		b.WriteString(strconv.Itoa(len(k)))
+		b.WriteByte(':')
+		b.Write(k)
+	}
+	return b.String()
 }
 
 // flush sends the queued statements and reads their results. The first failure names its change.
@@ -96,7 +181,11 @@ func (x *targetTxn) flush(ctx context.Context) error {
 	if len(x.pending) == 0 {
 		return nil
 	}
-	mrr := x.t.conn.PgConn().ExecBatch(ctx, x.batch)
+	batch := &pgconn.Batch{}
+	for _, p := range x.pending {
+		batch.ExecStatement(p.sd, p.args, nil, nil)
+	}
+	mrr := x.t.conn.PgConn().ExecBatch(ctx, batch)
 	var first error
 	i := 0
 	for mrr.NextResult() {
@@ -114,7 +203,8 @@ func (x *targetTxn) flush(ctx context.Context) error {
 	}
 	err := mrr.Close()
 	pending := x.pending
-	x.batch, x.pending = &pgconn.Batch{}, x.pending[:0]
+	x.pending, x.bytes = nil, 0
+	clear(x.last)
 	if first != nil {
 		return first
 	}
@@ -179,6 +269,9 @@ type statement struct {
 	args [][]byte
 	// mustMatch is set on an UPDATE by key, which must find its row.
 	mustMatch bool
+	// key is the row's key values when the statement writes the row's whole image (an upsert,
+	// a delete by key), so that a later one may replace it.
+	key [][]byte
 }
 
 // statements turns a change into idempotent SQL. An insert is an upsert. An update whose new row
@@ -290,7 +383,7 @@ func upsert(rel *cdc.Relation, row []cdc.Value) statement {
 	if set == 0 {
 		b.WriteString("NOTHING")
 	}
-	return statement{sql: b.String(), args: args}
+	return statement{sql: b.String(), args: args, key: keyArgs(rel, row)}
 }
 
 // updateByKey returns false when no column is sent, e.g. UPDATE t SET id = id with all other
@@ -319,12 +412,21 @@ func updateByKey(rel *cdc.Relation, row, where []cdc.Value, setKey bool) (statem
 	return statement{sql: b.String(), args: args, mustMatch: true}, true
 }
 
+func keyArgs(rel *cdc.Relation, row []cdc.Value) [][]byte {
+	idx := rel.KeyColumns()
+	key := make([][]byte, len(idx))
+	for n, i := range idx {
+		key[n] = arg(row[i])
+	}
+	return key
+}
+
 func deleteByKey(rel *cdc.Relation, old []cdc.Value) statement {
 	var b strings.Builder
 	var args [][]byte
 	b.WriteString("DELETE FROM " + ident(rel.Table) + " WHERE ")
 	writeKeyWhere(&b, rel, old, &args)
-	return statement{sql: b.String(), args: args}
+	return statement{sql: b.String(), args: args, key: keyArgs(rel, old)}
 }
 
 func writeKeyWhere(b *strings.Builder, rel *cdc.Relation, row []cdc.Value, args *[][]byte) {
