@@ -19,6 +19,7 @@ test-short:
 
 ## bench: speed and memory beside the peer tools, printed as ratios
 bench: build
+	@bench/install.sh
 	$(GO) run ./bench $(BENCHFLAGS)
 
 ## demo: a live migration of a generated dataset between two throwaway servers
