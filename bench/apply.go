@@ -16,7 +16,9 @@ type applyResults struct {
 	clients int // pgbench clients that produced it
 	native  applyRun
 	mig     applyRun
-	migRSS  int64 // bytes, the catching-up migrated process
+	decode  result        // the source decoding the backlog for a client that applies nothing
+	migRSS  int64         // bytes, the catching-up migrated process
+	migCPU  time.Duration // user + system CPU of the catching-up migrated process
 }
 
 // applyRun is one tool's catch-up.
@@ -46,6 +48,13 @@ func (b *bench) apply(ctx context.Context) (*applyResults, error) {
 	if err := b.applyNative(ctx, a); err != nil {
 		a.native.err = err
 		b.logf("apply: native: FAILED: %v", err)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err := b.applyDecode(ctx, a); err != nil {
+		a.decode.err = err
+		b.logf("apply: decode only: FAILED: %v", err)
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -194,7 +203,8 @@ func (b *bench) applyMigrated(ctx context.Context, a *applyResults) error {
 	if err != nil {
 		return err
 	}
-	b.logf("apply: migrated: %.1f s (rows visible at %.1f s), peak RSS %s", a.mig.d.Seconds(), a.mig.rows.Seconds(), mb(rss))
+	a.migCPU = d2.cpu
+	b.logf("apply: migrated: %.1f s (rows visible at %.1f s), peak RSS %s, CPU %.1f s", a.mig.d.Seconds(), a.mig.rows.Seconds(), mb(rss), d2.cpu.Seconds())
 	return nil
 }
 

@@ -62,6 +62,7 @@ type daemon struct {
 	start time.Time
 	done  chan struct{} // closed when the process has exited
 	err   error         // its exit error, valid after done
+	cpu   time.Duration // user + system CPU the process used, valid after stop
 }
 
 // startDaemon starts `bin run --config ...`, with its output appended to the migration's log.
@@ -152,6 +153,7 @@ func (d *daemon) stop() (peakRSS int64, err error) {
 	if ru, ok := d.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		peakRSS = ru.Maxrss * 1024 // KiB on Linux
 	}
+	d.cpu = d.cmd.ProcessState.UserTime() + d.cmd.ProcessState.SystemTime()
 	if err == nil && d.err != nil {
 		err = fmt.Errorf("migrated exited with %v after SIGTERM; last log lines:\n%s", d.err, d.logTail())
 	}

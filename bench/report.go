@@ -108,6 +108,15 @@ func reportApply(w *strings.Builder, a *applyResults) {
 			verdict(ratio >= applyGoal), ratio, a.native.rows.Seconds()/a.mig.rows.Seconds())
 	}
 	applyRow("migrated", a.mig, note)
+	if a.decode.err == nil && a.decode.d > 0 {
+		if a.migCPU > 0 {
+			fmt.Fprintf(w, "  %-20s %5.1f s of CPU used by migrated while catching up (decode, statements, pipeline)\n", "", a.migCPU.Seconds())
+		}
+		row(w, "source decode only", a.decode, fmt.Sprintf("%5.0f txn/s   (pg_recvlogical, applying nothing: the walsender's pace, a ceiling for any single-slot consumer)",
+			float64(a.backlog)/a.decode.d.Seconds()))
+	} else {
+		row(w, "source decode only", a.decode, "")
+	}
 }
 
 // row writes one tool's line: its time, or why there is none, then a note.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/migrated/migrated/internal/config"
@@ -33,7 +34,28 @@ type globalFlags struct {
 }
 
 func main() {
-	os.Exit(run())
+	os.Exit(profiled(run))
+}
+
+// profiled writes a CPU profile to $MIGRATED_CPUPROFILE while fn runs: a developer's tool for
+// `go tool pprof`, off unless the variable is set.
+func profiled(fn func() int) int {
+	path := os.Getenv("MIGRATED_CPUPROFILE")
+	if path == "" {
+		return fn()
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
+		return fn()
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
+		return fn()
+	}
+	defer pprof.StopCPUProfile()
+	return fn()
 }
 
 func run() int {

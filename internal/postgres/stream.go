@@ -196,6 +196,10 @@ func (s *Stream) Run(ctx context.Context, out chan<- cdc.Event) error {
 		}
 	}
 
+	// One deadline context per status interval, not one per message: at tens of thousands of
+	// messages a second the per-call context was a visible share of the daemon's CPU.
+	var recv deadline
+	defer recv.stop()
 	for {
 		if time.Now().After(nextStatus) {
 			if err := s.sendStatus(ctx, conn, true); err != nil {
@@ -203,9 +207,7 @@ func (s *Stream) Run(ctx context.Context, out chan<- cdc.Event) error {
 			}
 			nextStatus = time.Now().Add(s.opts.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		raw, err := conn.ReceiveMessage(rctx)
-		cancel()
+		raw, err := conn.ReceiveMessage(recv.until(ctx, nextStatus))
 		if err != nil {
 			if pgconn.Timeout(err) && ctx.Err() == nil {
 				continue
@@ -252,6 +254,28 @@ func (s *Stream) Run(ctx context.Context, out chan<- cdc.Event) error {
 				}
 			}
 		}
+	}
+}
+
+// deadline reuses one context with a deadline until the deadline moves or passes.
+type deadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	at     time.Time
+}
+
+func (d *deadline) until(parent context.Context, at time.Time) context.Context {
+	if d.ctx == nil || !d.at.Equal(at) || d.ctx.Err() != nil {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(parent, at)
+		d.at = at
+	}
+	return d.ctx
+}
+
+func (d *deadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 

@@ -31,6 +31,7 @@ type Target struct {
 	migration string
 	stream    string
 	stmts     map[string]*pgconn.StatementDescription
+	sqls      sqlCache
 	// compactable holds the tables whose queued writes to one key may be folded into the last:
 	// see targetTxn.queue.
 	compactable map[cdc.TableID]bool
@@ -59,7 +60,7 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 		conn.Close(ctx)
 		return nil, fmt.Errorf("set session_replication_role on the target: %w; run migrated as a superuser on the target, or GRANT SET ON PARAMETER session_replication_role TO the migrated role", err)
 	}
-	t := &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}, compactable: map[cdc.TableID]bool{}}
+	t := &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}, sqls: sqlCache{}, compactable: map[cdc.TableID]bool{}}
 	rows, err := conn.Query(ctx, compactableSQL)
 	if err != nil {
 		conn.Close(ctx)
@@ -110,7 +111,7 @@ type pendingStmt struct {
 var ErrRowMissing = errors.New("the row is missing on the target, so the target has diverged from the source; compare the table (the snapshot may have been altered on the target), then cancel and restart the migration")
 
 func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
-	stmts, err := statements(c)
+	stmts, err := buildStatements(c, x.t.sqls)
 	if err != nil {
 		return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: "none", Err: err}
 	}
@@ -278,17 +279,20 @@ type statement struct {
 // is complete is an upsert too (after deleting the old key if the key changed), so replay from an
 // earlier position converges. An update that carries unchanged TOAST values is an UPDATE by key
 // of the columns that were sent, so those values are never overwritten.
-func statements(c *cdc.Change) ([]statement, error) {
+func statements(c *cdc.Change) ([]statement, error) { return buildStatements(c, nil) }
+
+// buildStatements is statements with the SQL text of upserts and deletes taken from sqls.
+func buildStatements(c *cdc.Change, sqls sqlCache) ([]statement, error) {
 	switch c.Op {
 	case cdc.OpInsert:
-		return []statement{upsert(c.Relation, c.New)}, nil
+		return []statement{upsert(c.Relation, c.New, sqls)}, nil
 	case cdc.OpUpdate:
 		oldKey := keyChanged(c)
 		if !hasUnchanged(c.New) {
 			if oldKey == nil {
-				return []statement{upsert(c.Relation, c.New)}, nil
+				return []statement{upsert(c.Relation, c.New, sqls)}, nil
 			}
-			return []statement{deleteByKey(c.Relation, oldKey), upsert(c.Relation, c.New)}, nil
+			return []statement{deleteByKey(c.Relation, oldKey, sqls), upsert(c.Relation, c.New, sqls)}, nil
 		}
 		where := c.New
 		if oldKey != nil {
@@ -303,7 +307,7 @@ func statements(c *cdc.Change) ([]statement, error) {
 		if c.Old == nil {
 			return nil, fmt.Errorf("delete on %s without an old key; set a primary key or replica identity", c.Relation.Table)
 		}
-		return []statement{deleteByKey(c.Relation, c.Old)}, nil
+		return []statement{deleteByKey(c.Relation, c.Old, sqls)}, nil
 	case cdc.OpTruncate:
 		names := make([]string, len(c.Truncated))
 		for i, r := range c.Truncated {
@@ -337,18 +341,25 @@ func hasUnchanged(vals []cdc.Value) bool {
 	return false
 }
 
-func upsert(rel *cdc.Relation, row []cdc.Value) statement {
+func upsert(rel *cdc.Relation, row []cdc.Value, sqls sqlCache) statement {
+	args := make([][]byte, len(rel.Columns))
+	for i := range rel.Columns {
+		args[i] = arg(row[i])
+	}
+	sql := sqls.get(rel, 'u', func() string { return upsertSQL(rel) })
+	return statement{sql: sql, args: args, key: keyArgs(rel, row)}
+}
+
+func upsertSQL(rel *cdc.Relation) string {
 	var b strings.Builder
 	b.WriteString("INSERT INTO ")
 	b.WriteString(ident(rel.Table))
 	b.WriteString(" (")
-	args := make([][]byte, 0, len(rel.Columns))
 	for i, col := range rel.Columns {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(quote(col.Name))
-		args = append(args, arg(row[i]))
 	}
 	b.WriteString(") OVERRIDING SYSTEM VALUE VALUES (")
 	for i := range rel.Columns {
@@ -383,7 +394,30 @@ func upsert(rel *cdc.Relation, row []cdc.Value) statement {
 	if set == 0 {
 		b.WriteString("NOTHING")
 	}
-	return statement{sql: b.String(), args: args, key: keyArgs(rel, row)}
+	return b.String()
+}
+
+// sqlCache keeps the SQL text of the statements whose text depends only on the relation (upsert,
+// delete by key), so that the hot path builds no strings. The decoder makes a new Relation after
+// every relation message, so a stale shape is never reused. A nil cache builds every time.
+type sqlCache map[shapeKey]string
+
+type shapeKey struct {
+	rel  *cdc.Relation
+	kind byte
+}
+
+func (c sqlCache) get(rel *cdc.Relation, kind byte, build func() string) string {
+	if c == nil {
+		return build()
+	}
+	k := shapeKey{rel, kind}
+	if sql, ok := c[k]; ok {
+		return sql
+	}
+	sql := build()
+	c[k] = sql
+	return sql
 }
 
 // updateByKey returns false when no column is sent, e.g. UPDATE t SET id = id with all other
@@ -421,12 +455,16 @@ func keyArgs(rel *cdc.Relation, row []cdc.Value) [][]byte {
 	return key
 }
 
-func deleteByKey(rel *cdc.Relation, old []cdc.Value) statement {
-	var b strings.Builder
-	var args [][]byte
-	b.WriteString("DELETE FROM " + ident(rel.Table) + " WHERE ")
-	writeKeyWhere(&b, rel, old, &args)
-	return statement{sql: b.String(), args: args, key: keyArgs(rel, old)}
+func deleteByKey(rel *cdc.Relation, old []cdc.Value, sqls sqlCache) statement {
+	sql := sqls.get(rel, 'd', func() string {
+		var b strings.Builder
+		var ignored [][]byte
+		b.WriteString("DELETE FROM " + ident(rel.Table) + " WHERE ")
+		writeKeyWhere(&b, rel, old, &ignored)
+		return b.String()
+	})
+	key := keyArgs(rel, old) // the WHERE's parameters, in key column order
+	return statement{sql: sql, args: key, key: key}
 }
 
 func writeKeyWhere(b *strings.Builder, rel *cdc.Relation, row []cdc.Value, args *[][]byte) {
