@@ -134,9 +134,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer pool.Close()
 	d.target = pool
-	if d.store, err = state.Open(ctx, pool, d.cfg.Name); err != nil {
+	store, err := state.Open(ctx, pool, d.cfg.Name)
+	if err != nil {
 		return err
 	}
+	d.mu.Lock() // Status reads the store from API goroutines
+	d.store = store
+	d.mu.Unlock()
 	src, err := pgx.Connect(ctx, d.srcDSN)
 	if err != nil {
 		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
@@ -272,13 +276,14 @@ func (d *Daemon) Status() server.Status {
 	d.mu.Lock()
 	st := d.status
 	copier := d.copier
+	store := d.store
 	d.mu.Unlock()
-	if d.store == nil {
+	if store == nil {
 		return st
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	tables, err := d.store.Tables(ctx)
+	tables, err := store.Tables(ctx)
 	if err != nil {
 		return st
 	}
