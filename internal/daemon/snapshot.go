@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
@@ -208,6 +209,23 @@ func (d *Daemon) copyTables(ctx context.Context, snap string, tables []*schema.T
 			d.m.SnapshotRowsCopied.WithLabelValues(c.Table).Add(float64(rows))
 			done.Add(1)
 		},
+	}
+	// Like pg_dump, hold ACCESS SHARE on every table under the snapshot until the copy ends: a
+	// table rewrite (ALTER COLUMN TYPE, VACUUM FULL) committed later would otherwise show the
+	// snapshot an empty table, and a rewrite is not in the change stream.
+	guard, err := postgres.SnapshotReader(ctx, d.srcDSN, snap)
+	if err != nil {
+		return err
+	}
+	defer guard.Close(context.WithoutCancel(ctx))
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = pgx.Identifier{t.ID.Schema, t.ID.Name}.Sanitize()
+	}
+	if len(names) > 0 {
+		if _, err := guard.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN ACCESS SHARE MODE"); err != nil {
+			return fmt.Errorf("lock the source tables for the copy: %w", err)
+		}
 	}
 	d.mu.Lock()
 	d.copier = copier

@@ -69,7 +69,8 @@ func transientStream(err error) bool {
 		return apply.IsTransient(ce.Err)
 	}
 	var de *cdc.DecodeError
-	if errors.As(err, &de) {
+	var fe fatalError
+	if errors.As(err, &de) || errors.As(err, &fe) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -78,7 +79,9 @@ func transientStream(err error) bool {
 		return strings.HasPrefix(c, "08") || strings.HasPrefix(c, "53") || strings.HasPrefix(c, "57P") ||
 			c == "40001" || c == "40P01" || c == "55006" || c == "55P03" || c == "57014"
 	}
-	return true
+	// Apply classified it (the network, below SQL), or it is the network here: retry. Anything
+	// else is unknown, and unknown stops with the error rather than retrying forever.
+	return apply.IsTransient(err) || isConnectionError(err)
 }
 
 func (d *Daemon) streamOnce(ctx context.Context) error {
@@ -92,6 +95,9 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 	}
 	skip, err := d.skipBefore(ctx, resume)
 	if err != nil {
+		return err
+	}
+	if err := d.checkSlotBehind(ctx, resume); err != nil {
 		return err
 	}
 	stream := postgres.NewStream(postgres.StreamOptions{
@@ -163,6 +169,39 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 		}
 	})
 	return g.Wait()
+}
+
+// fatalError is a stream failure that a reconnect cannot mend.
+type fatalError struct{ error }
+
+func (e fatalError) Unwrap() error { return e.error }
+
+// checkSlotBehind refuses to stream when the source slot was confirmed past the target's
+// checkpoint: the source would silently start after it, and the changes between are gone. It
+// happens when the target lost commits it had acknowledged (restored from a backup, failed over
+// to a lagging standby).
+func (d *Daemon) checkSlotBehind(ctx context.Context, resume postgres.LSN) error {
+	src, err := pgx.Connect(ctx, d.srcDSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	var confirmed *string
+	err = src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, d.slotName()).Scan(&confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fatalError{fmt.Errorf("replication slot %s is gone from the source, so the changes since the checkpoint are lost to the stream; cancel the migration and start again", d.slotName())}
+	}
+	if err != nil || confirmed == nil {
+		return err
+	}
+	c, err := postgres.ParseLSN(*confirmed)
+	if err != nil {
+		return err
+	}
+	if c > resume {
+		return fatalError{fmt.Errorf("the source slot %s was confirmed up to %s but the target's checkpoint is %s: the target lost commits it had acknowledged (a restore or a failover?), and the changes between are gone from the slot; cancel the migration and start again", d.slotName(), c, resume)}
+	}
+	return nil
 }
 
 // skipBefore maps each streamed table that was re-copied from a later snapshot to that

@@ -38,15 +38,28 @@ type Target struct {
 }
 
 // compactableSQL finds the tables where the order of writes to different rows inside one target
-// transaction cannot matter: one unique index (the key), no exclusion constraint, and no trigger
-// that fires for replicated rows. Foreign keys and ordinary triggers do not fire under
-// session_replication_role = replica.
+// transaction cannot matter, in every member of a partition tree: one unique index (the key), no
+// exclusion constraint, and no trigger that fires for replicated rows (foreign keys and ordinary
+// triggers do not fire under session_replication_role = replica). Folding matches rows by the
+// text of their key, so every key column must be of a type whose equal values have equal text:
+// not numeric (1.0 = 1.00), citext, or a non-deterministic collation.
 const compactableSQL = `
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_migrated')
-   AND (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique) = 1
-   AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = c.oid AND x.contype = 'x')
-   AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R'))`
+ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_migrated')
+   AND NOT EXISTS (
+     SELECT 1 FROM (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) m
+      WHERE (SELECT count(*) FROM pg_index i WHERE i.indrelid = m.relid AND i.indisunique) <> 1
+         OR EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = m.relid AND x.contype = 'x')
+         OR EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = m.relid AND NOT g.tgisinternal AND g.tgenabled IN ('A', 'R'))
+         OR EXISTS (SELECT 1 FROM pg_index i
+                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+                      LEFT JOIN pg_collation co ON co.oid = a.attcollation
+                     WHERE i.indrelid = m.relid AND i.indisunique
+                       AND (a.atttypid NOT IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'uuid'::regtype,
+                                               'text'::regtype, 'varchar'::regtype, 'date'::regtype, 'bool'::regtype,
+                                               'timestamp'::regtype, 'timestamptz'::regtype, 'bytea'::regtype)
+                            OR (co.oid IS NOT NULL AND NOT co.collisdeterministic))))`
 
 // NewTarget connects to the target for applying the named stream ("forward" or "reverse").
 // Triggers and foreign keys on the target do not fire for replicated rows
@@ -55,6 +68,12 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return nil, &apply.TransientError{Err: fmt.Errorf("connect to target: %w", err)}
+	}
+	// A commit must be durable before its position is confirmed to the source, whatever the
+	// target's defaults; and no statement timeout may cut a large source transaction forever.
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on; SET statement_timeout = 0"); err != nil {
+		conn.Close(ctx)
+		return nil, classify(fmt.Errorf("prepare target session: %w", err))
 	}
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		conn.Close(ctx)
@@ -238,8 +257,13 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	if _, err := x.t.conn.Exec(ctx, state.CheckpointSQL, x.t.migration, x.t.stream, pos.String(), at); err != nil {
 		return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
 	}
-	if _, err := x.t.conn.Exec(ctx, "COMMIT"); err != nil {
+	tag, err := x.t.conn.Exec(ctx, "COMMIT")
+	if err != nil {
 		return classify(fmt.Errorf("commit target transaction at %s: %w", pos, err))
+	}
+	if tag.String() != "COMMIT" {
+		// An aborted transaction "commits" as ROLLBACK: never report that position durable.
+		return fmt.Errorf("commit target transaction at %s: the target rolled it back (%s)", pos, tag)
 	}
 	return nil
 }
