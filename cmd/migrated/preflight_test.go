@@ -42,11 +42,11 @@ func (e *env) untouched() {
 	}
 }
 
-func TestPreflightRefusesWalLevelReplica(t *testing.T) {
+func TestPreflightRefusesSourceSettings(t *testing.T) {
 	if os.Getenv("MIGRATED_TEST_PG_URL") != "" {
 		t.Skip("needs its own cluster with wal_level=replica")
 	}
-	pg, err := testenv.StartPostgres(testenv.PostgresOptions{Settings: map[string]string{"wal_level": "replica", "max_wal_senders": "1"}})
+	pg, err := testenv.StartPostgres(testenv.PostgresOptions{Settings: map[string]string{"wal_level": "replica", "max_wal_senders": "1", "max_replication_slots": "1"}})
 	if err != nil {
 		testenv.SkipOrFail(t, err)
 	}
@@ -72,6 +72,7 @@ func TestPreflightRefusesWalLevelReplica(t *testing.T) {
 		for _, want := range []string{
 			"source wal_level is replica; set wal_level = logical in postgresql.conf and restart the source",
 			"raise max_wal_senders",
+			"source has 0 of 1 replication slots in use and migrated needs 2 free; raise max_replication_slots",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s output lacks %q:\n%s", cmd, want, out)
