@@ -86,42 +86,60 @@ func (d *Daemon) pubName() string  { return "migrated_" + d.cfg.Name }
 
 // Check runs preflight on both sides and returns the problems found. It changes nothing.
 func (d *Daemon) Check(ctx context.Context) ([]postgres.Problem, error) {
+	probs, _, err := d.check(ctx)
+	return probs, err
+}
+
+// check is Check that also returns the source tables it read, so Run need not read them again.
+func (d *Daemon) check(ctx context.Context) ([]postgres.Problem, []*schema.Table, error) {
 	src, err := pgx.Connect(ctx, d.srcDSN)
 	if err != nil {
-		return []postgres.Problem{{Check: "source", Message: fmt.Sprintf("cannot connect to the source %s: %v; check source.dsn, the network and pg_hba.conf", d.cfg.Source.Redacted(), redactErr(err, d.srcDSN))}}, nil
+		return []postgres.Problem{{Check: "source", Message: fmt.Sprintf("cannot connect to the source %s: %v; check source.dsn, the network and pg_hba.conf", d.cfg.Source.Redacted(), redactErr(err, d.srcDSN))}}, nil, nil
 	}
 	defer src.Close(ctx)
 	tables, err := postgres.Tables(ctx, src, d.cfg.Tables.Match)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	probs, err := postgres.CheckSource(ctx, src, tables, d.slotName())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dst, err := pgx.Connect(ctx, d.dstDSN)
 	if err != nil {
-		return append(probs, postgres.Problem{Check: "target", Message: fmt.Sprintf("cannot connect to the target %s: %v; check target.dsn, the network and pg_hba.conf", d.cfg.Target.Redacted(), redactErr(err, d.dstDSN))}), nil
+		return append(probs, postgres.Problem{Check: "target", Message: fmt.Sprintf("cannot connect to the target %s: %v; check target.dsn, the network and pg_hba.conf", d.cfg.Target.Redacted(), redactErr(err, d.dstDSN))}), tables, nil
 	}
 	defer dst.Close(ctx)
-	var fresh bool
-	err = dst.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '_migrated' AND tablename = 'migration')
-	   OR NOT EXISTS (SELECT 1 FROM _migrated.migration WHERE name = $1)`, d.cfg.Name).Scan(&fresh)
+	fresh, err := d.freshTarget(ctx, dst)
 	if err != nil {
-		// _migrated.migration does not exist: the planner evaluated the second branch.
-		fresh = true
+		return nil, nil, err
 	}
 	tprobs, err := postgres.CheckTarget(ctx, dst, tables, fresh)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(probs, tprobs...), nil
+	return append(probs, tprobs...), tables, nil
+}
+
+// freshTarget reports whether the target holds no state for this migration yet.
+func (d *Daemon) freshTarget(ctx context.Context, dst *pgx.Conn) (bool, error) {
+	var exists bool
+	if err := dst.QueryRow(ctx, `SELECT to_regclass('_migrated.migration') IS NOT NULL`).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look for migration state on the target: %w", err)
+	}
+	if !exists {
+		return true, nil
+	}
+	if err := dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM _migrated.migration WHERE name = $1)`, d.cfg.Name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look for migration state on the target: %w", err)
+	}
+	return !exists, nil
 }
 
 // Run drives the migration until ctx ends or a permanent error. It resumes from the state on the
 // target, so running it again after any stop continues where the last run left off.
 func (d *Daemon) Run(ctx context.Context) error {
-	probs, err := d.Check(ctx)
+	probs, tables, err := d.check(ctx)
 	if err != nil {
 		return err
 	}
@@ -141,15 +159,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock() // Status reads the store from API goroutines
 	d.store = store
 	d.mu.Unlock()
-	src, err := pgx.Connect(ctx, d.srcDSN)
-	if err != nil {
-		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
-	}
-	d.tables, err = postgres.Tables(ctx, src, d.cfg.Tables.Match)
-	src.Close(ctx)
-	if err != nil {
-		return err
-	}
+	d.tables = tables
 
 	mig, err := d.store.Load(ctx)
 	if errors.Is(err, state.ErrNotFound) {

@@ -161,7 +161,7 @@ func (x *targetTxn) queue(c *cdc.Change, s statement, p pendingStmt) {
 	if c.Op == cdc.OpTruncate {
 		clear(x.last)
 	}
-	if c.Relation == nil || !x.t.compactable[c.Relation.Table] || s.key == nil {
+	if c.Relation == nil || !x.t.compactable[c.Relation.Table] || s.keyRow == nil {
 		// A partial write must stay after every earlier write to the keys it touches, old and new.
 		if c.Relation != nil {
 			for _, row := range [][]cdc.Value{c.Old, c.New} {
@@ -173,7 +173,7 @@ func (x *targetTxn) queue(c *cdc.Change, s statement, p pendingStmt) {
 		x.pending = append(x.pending, p)
 		return
 	}
-	k := rowKey(c.Relation.Table, s.key)
+	k := rowKey(c.Relation.Table, keyArgs(c.Relation, s.keyRow))
 	if i, ok := x.last[k]; ok {
 		x.pending[i] = p
 		return
@@ -294,9 +294,10 @@ type statement struct {
 	args [][]byte
 	// mustMatch is set on an UPDATE by key, which must find its row.
 	mustMatch bool
-	// key is the row's key values when the statement writes the row's whole image (an upsert,
-	// a delete by key), so that a later one may replace it.
-	key [][]byte
+	// keyRow is the row image holding the key when the statement writes the row's whole image
+	// (an upsert, a delete by key), so that a later one may replace it. Only a compactable
+	// table's queue reads the key out of it.
+	keyRow []cdc.Value
 }
 
 // statements turns a change into idempotent SQL. An insert is an upsert. An update whose new row
@@ -371,7 +372,7 @@ func upsert(rel *cdc.Relation, row []cdc.Value, sqls sqlCache) statement {
 		args[i] = arg(row[i])
 	}
 	sql := sqls.get(rel, 'u', func() string { return upsertSQL(rel) })
-	return statement{sql: sql, args: args, key: keyArgs(rel, row)}
+	return statement{sql: sql, args: args, keyRow: row}
 }
 
 func upsertSQL(rel *cdc.Relation) string {
@@ -487,8 +488,7 @@ func deleteByKey(rel *cdc.Relation, old []cdc.Value, sqls sqlCache) statement {
 		writeKeyWhere(&b, rel, old, &ignored)
 		return b.String()
 	})
-	key := keyArgs(rel, old) // the WHERE's parameters, in key column order
-	return statement{sql: sql, args: key, key: key}
+	return statement{sql: sql, args: keyArgs(rel, old), keyRow: old} // args: the WHERE's, in key order
 }
 
 func writeKeyWhere(b *strings.Builder, rel *cdc.Relation, row []cdc.Value, args *[][]byte) {
