@@ -124,7 +124,11 @@ type proc struct {
 
 func (e *env) start() *proc {
 	e.t.Helper()
-	cmd := exec.Command(binary, "run", "--config", e.config)
+	return e.startCmd(exec.Command(binary, "run", "--config", e.config))
+}
+
+func (e *env) startCmd(cmd *exec.Cmd) *proc {
+	e.t.Helper()
 	logFile, err := os.OpenFile(filepath.Join(e.dir, "daemon.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		e.t.Fatal(err)

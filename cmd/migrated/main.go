@@ -72,6 +72,7 @@ func run() int {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&g.listen, "listen", "", "control API address (overrides api.listen)")
 	root.AddCommand(runCmd(&g), checkCmd(&g), statusCmd(&g), versionCmd(), demoCmd(&g))
+	root.AddCommand(actionCmds(&g)...)
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -54,7 +54,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	srv, err := server.New(server.Options{
 		Listen: cfg.API.Listen, Token: cfg.API.Token, Gatherer: reg,
-		Status: d.Status, Ready: d.Ready, Logger: log,
+		Status: d.Status, Ready: d.Ready, Actions: d.Actions(), Logger: log,
 	})
 	if err != nil {
 		return err

@@ -32,6 +32,8 @@ type Config struct {
 	Stream Stream `yaml:"stream"`
 	// Cutover bounds when and how the switch to the target may happen.
 	Cutover Cutover `yaml:"cutover"`
+	// Verify tunes the online comparison of source and target.
+	Verify Verify `yaml:"verify"`
 	// API configures the operator HTTP API.
 	API API `yaml:"api"`
 	// Log configures the daemon's own logging.
@@ -121,6 +123,10 @@ const (
 	DefaultReconnectMaxBackoff = 30 * time.Second
 	DefaultMaxLag              = 5 * time.Second
 	DefaultCutoverTimeout      = 30 * time.Second
+	DefaultVerifyMaxAge        = 24 * time.Hour
+	DefaultSequenceGap         = 1000
+	DefaultHookTimeout         = 30 * time.Second
+	DefaultVerifyChunkRows     = 10000
 	DefaultListen              = "127.0.0.1:7654"
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "auto"
@@ -136,9 +142,12 @@ func defaults() Config {
 			StatusInterval:      Duration(DefaultStatusInterval),
 			ReconnectMaxBackoff: Duration(DefaultReconnectMaxBackoff),
 		},
-		Cutover: Cutover{MaxLag: Duration(DefaultMaxLag), Timeout: Duration(DefaultCutoverTimeout)},
-		API:     API{Listen: DefaultListen},
-		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Cutover: Cutover{MaxLag: Duration(DefaultMaxLag), Timeout: Duration(DefaultCutoverTimeout),
+			VerifyMaxAge: Duration(DefaultVerifyMaxAge), SequenceGap: DefaultSequenceGap,
+			Hooks: Hooks{Timeout: Duration(DefaultHookTimeout)}},
+		Verify: Verify{ChunkRows: DefaultVerifyChunkRows},
+		API:    API{Listen: DefaultListen},
+		Log:    Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
 }
 

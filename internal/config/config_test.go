@@ -70,6 +70,14 @@ cutover:
   max-lag: 2s
   timeout: 1m30s
   window: Sat,Sun 01:00-03:00 UTC
+  verify-max-age: 6h
+  sequence-gap: 50000
+  hooks:
+    exec: [/usr/local/bin/route-writes, --to, "${ROUTE_TO}"]
+    webhook: https://router.internal/migrated?token=${HOOK_TOKEN}
+    timeout: 10s
+verify:
+  chunk-rows: 5000
 api:
   listen: 0.0.0.0:7654
   token: ${API_TOKEN}
@@ -77,7 +85,7 @@ log:
   level: debug
   format: json
 `
-	vars := env(map[string]string{"SRC_PASS": "s3cret", "DST_PASS": "p@ss word", "API_TOKEN": "tok"})
+	vars := env(map[string]string{"SRC_PASS": "s3cret", "DST_PASS": "p@ss word", "API_TOKEN": "tok", "ROUTE_TO": "new db", "HOOK_TOKEN": "hooktok"})
 	got, err := parse([]byte(data), "", vars, readSecretFile)
 	if err != nil {
 		t.Fatal(err)
@@ -99,9 +107,21 @@ log:
 			StatusInterval:      Duration(500 * time.Millisecond),
 			ReconnectMaxBackoff: Duration(time.Minute),
 		},
-		Cutover: Cutover{MaxLag: Duration(2 * time.Second), Timeout: Duration(90 * time.Second), Window: "Sat,Sun 01:00-03:00 UTC"},
-		API:     API{Listen: "0.0.0.0:7654", Token: "tok"},
-		Log:     Log{Level: "debug", Format: "json"},
+		Cutover: Cutover{
+			MaxLag:       Duration(2 * time.Second),
+			Timeout:      Duration(90 * time.Second),
+			Window:       "Sat,Sun 01:00-03:00 UTC",
+			VerifyMaxAge: Duration(6 * time.Hour),
+			SequenceGap:  50000,
+			Hooks: Hooks{
+				Exec:    []string{"/usr/local/bin/route-writes", "--to", "new db"},
+				Webhook: "https://router.internal/migrated?token=hooktok",
+				Timeout: Duration(10 * time.Second),
+			},
+		},
+		Verify: Verify{ChunkRows: 5000},
+		API:    API{Listen: "0.0.0.0:7654", Token: "tok"},
+		Log:    Log{Level: "debug", Format: "json"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", got, want)
@@ -149,6 +169,12 @@ func TestParseDefaults(t *testing.T) {
 		{"stream.reconnect-max-backoff", got.Stream.ReconnectMaxBackoff.Duration(), 30 * time.Second},
 		{"cutover.max-lag", got.Cutover.MaxLag.Duration(), 5 * time.Second},
 		{"cutover.timeout", got.Cutover.Timeout.Duration(), 30 * time.Second},
+		{"cutover.verify-max-age", got.Cutover.VerifyMaxAge.Duration(), 24 * time.Hour},
+		{"cutover.sequence-gap", got.Cutover.SequenceGap, int64(1000)},
+		{"cutover.hooks.exec", len(got.Cutover.Hooks.Exec), 0},
+		{"cutover.hooks.webhook", got.Cutover.Hooks.Webhook, ""},
+		{"cutover.hooks.timeout", got.Cutover.Hooks.Timeout.Duration(), 30 * time.Second},
+		{"verify.chunk-rows", got.Verify.ChunkRows, 10000},
 		{"api.listen", got.API.Listen, "127.0.0.1:7654"},
 		{"log.level", got.Log.Level, "info"},
 		{"log.format", got.Log.Format, "auto"},
@@ -197,6 +223,46 @@ func TestParseProblems(t *testing.T) {
 		{"bad glob", minimal + "tables: {exclude-schemas: ['[a']}\n", []string{`config: tables.exclude-schemas[0]: "[a" is not a valid glob pattern`}},
 		{"window", minimal + "cutover: {window: 'Sat 01:00-03:00'}\n", []string{
 			`config: cutover.window: must be "DAYS HH:MM-HH:MM ZONE", e.g. "Sat 01:00-03:00 UTC" or "Mon-Fri 22:00-02:00 Europe/Berlin"`,
+		}},
+		{"verify max age negative", minimal + "cutover: {verify-max-age: -1s}\n", []string{
+			"config: cutover.verify-max-age: must be 0 (a verify of any age) or more, got -1s",
+		}},
+		{"verify max age zero", minimal + "cutover: {verify-max-age: 0s}\n", nil},
+		{"sequence gap negative", minimal + "cutover: {sequence-gap: -1}\n", []string{
+			"config: cutover.sequence-gap: must be between 0 and 1000000000000, got -1",
+		}},
+		{"sequence gap too big", minimal + "cutover: {sequence-gap: 1000000000001}\n", []string{
+			"config: cutover.sequence-gap: must be between 0 and 1000000000000, got 1000000000001",
+		}},
+		{"sequence gap zero", minimal + "cutover: {sequence-gap: 0}\n", nil},
+		{"hook exec empty command", minimal + "cutover: {hooks: {exec: ['', --to-target]}}\n", []string{
+			"config: cutover.hooks.exec[0]: must name the command to run, e.g. [/usr/local/bin/route-writes, --to-target]; it runs without a shell",
+		}},
+		{"hook exec empty list", minimal + "cutover: {hooks: {exec: []}}\n", nil},
+		{"hook webhook scheme", minimal + "cutover: {hooks: {webhook: 'ftp://router/x'}}\n", []string{
+			"config: cutover.hooks.webhook: must be an http:// or https:// URL, e.g. https://router.internal/migrated",
+		}},
+		{"hook webhook no scheme", minimal + "cutover: {hooks: {webhook: 'router.internal/x'}}\n", []string{
+			"config: cutover.hooks.webhook: must be an http:// or https:// URL, e.g. https://router.internal/migrated",
+		}},
+		{"hook webhook no host", minimal + "cutover: {hooks: {webhook: 'https:///x'}}\n", []string{
+			"config: cutover.hooks.webhook: has no host; write the full URL, e.g. https://router.internal/migrated",
+		}},
+		{"hook webhook unparsable", minimal + "cutover: {hooks: {webhook: 'https://router:port/x'}}\n", []string{
+			`config: cutover.hooks.webhook: is not a valid URL; percent-encode any "@", ":", "/", "?" or "#" in a user name, password or query value, e.g. https://router.internal/migrated`,
+		}},
+		{"hook webhook http", minimal + "cutover: {hooks: {webhook: 'http://127.0.0.1:8080/route'}}\n", nil},
+		{"hook timeout too short", minimal + "cutover: {hooks: {timeout: 500ms}}\n", []string{
+			"config: cutover.hooks.timeout: must be between 1s and 1h, got 500ms",
+		}},
+		{"hook timeout too long", minimal + "cutover: {hooks: {timeout: 61m}}\n", []string{
+			"config: cutover.hooks.timeout: must be between 1s and 1h, got 1h1m0s",
+		}},
+		{"verify chunk rows too few", minimal + "verify: {chunk-rows: 99}\n", []string{
+			"config: verify.chunk-rows: must be between 100 and 10000000, got 99",
+		}},
+		{"verify chunk rows too many", minimal + "verify: {chunk-rows: 10000001}\n", []string{
+			"config: verify.chunk-rows: must be between 100 and 10000000, got 10000001",
 		}},
 		{"public api without token", minimal + "api: {listen: ':7654'}\n", []string{
 			"config: api.token: required when api.listen is not loopback, since the API can start a cutover; set api.token or api.token-file, or listen on 127.0.0.1",
@@ -393,6 +459,10 @@ func TestSecretsNotInErrors(t *testing.T) {
 		{"password as a mapping", "source: {password: {" + secret + ": 1}}"},
 		{"password as a list", "source: {password: [" + secret + "]}"},
 		{"password file read", "source: {engine: postgres, dsn: 'host=h', password-file: pw}\nname: BAD"},
+		{"webhook userinfo, bad scheme", "cutover: {hooks: {webhook: 'ftp://u:" + secret + "@h/x'}}"},
+		{"webhook query, bad port", "cutover: {hooks: {webhook: 'https://h:port/x?token=" + secret + "'}}"},
+		{"webhook token, no host", "cutover: {hooks: {webhook: 'https://" + secret + "@/x'}}"},
+		{"webhook token, no scheme", "cutover: {hooks: {webhook: 'h/x?token=" + secret + "'}}"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := parse([]byte(c.yaml), dir, vars, readSecretFile)

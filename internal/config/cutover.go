@@ -1,8 +1,10 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +27,96 @@ type Cutover struct {
 	// A window whose end is not after its start runs past midnight into the next day; DAYS
 	// name the day the window opens. Empty, the default, allows a cutover at any time.
 	Window string `yaml:"window"`
+	// VerifyMaxAge is how old the last clean verify may be when a cutover begins. Default 24h;
+	// 0 accepts a verify of any age.
+	VerifyMaxAge Duration `yaml:"verify-max-age"`
+	// SequenceGap is added to each source sequence value when it is set on the new side, so
+	// that ids handed out in the last instant before the fence cannot collide. Default 1000.
+	SequenceGap int64 `yaml:"sequence-gap"`
+	// Hooks route the application to the new side once it is writable.
+	Hooks Hooks `yaml:"hooks"`
+}
+
+// Hooks are run after a cutover or rollback commits and the new side is writable. Their job is
+// to send the application's writes there: a DNS or proxy change, a config push. Both may be set;
+// exec runs first. The migration's facts are passed as MIGRATED_* environment variables to exec
+// and as a JSON body to the webhook. Passwords are never passed.
+type Hooks struct {
+	// Exec is a command and its arguments, run without a shell. Optional.
+	Exec []string `yaml:"exec"`
+	// Webhook is an http or https URL that receives a POST with the facts as JSON. Optional.
+	Webhook string `yaml:"webhook"`
+	// Timeout bounds each hook. Default 30s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// RedactedWebhook returns Webhook without its userinfo, query and fragment, where webhooks
+// usually carry their token, so that it can be shown in errors and logs. The scheme, host and
+// path are kept to tell the operator which hook failed. A URL that does not parse is shown as
+// its scheme only, since there is no telling where a secret in it would end.
+func (h Hooks) RedactedWebhook() string {
+	if h.Webhook == "" {
+		return ""
+	}
+	u, err := url.Parse(h.Webhook)
+	if err != nil || u.Opaque != "" {
+		if i := schemeEnd(h.Webhook); i > 0 {
+			return h.Webhook[:i] + "REDACTED"
+		}
+		return "REDACTED"
+	}
+	r := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	return r.String()
+}
+
+// String formats h with the webhook redacted. fmt uses it for %v and %+v of a Config too, so a
+// printed config (a test failure, a debug log) does not show the webhook's token.
+func (h Hooks) String() string {
+	return fmt.Sprintf("{Exec:%q Webhook:%s Timeout:%s}", h.Exec, h.RedactedWebhook(), h.Timeout)
+}
+
+// GoString is String for %#v.
+func (h Hooks) GoString() string {
+	return fmt.Sprintf("config.Hooks{Exec:%#v, Webhook:%q, Timeout:%s}", h.Exec, h.RedactedWebhook(), h.Timeout)
+}
+
+// MarshalJSON writes h with the webhook redacted, for a config logged as JSON (zap.Any). The
+// config file is YAML, which this does not affect.
+func (h Hooks) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Exec    []string `json:"exec,omitempty"`
+		Webhook string   `json:"webhook,omitempty"`
+		Timeout Duration `json:"timeout"`
+	}{h.Exec, h.RedactedWebhook(), h.Timeout})
+}
+
+// validate checks the hooks. Messages never quote the webhook: it may hold a token.
+func (h Hooks) validate(p *problems) {
+	if len(h.Exec) > 0 && strings.TrimSpace(h.Exec[0]) == "" {
+		p.add("cutover.hooks.exec[0]", "must name the command to run, e.g. [/usr/local/bin/route-writes, --to-target]; it runs without a shell")
+	}
+	if h.Webhook != "" {
+		const example = "e.g. https://router.internal/migrated"
+		u, err := url.Parse(h.Webhook)
+		switch {
+		case err != nil:
+			p.add("cutover.hooks.webhook", `is not a valid URL; percent-encode any "@", ":", "/", "?" or "#" in a user name, password or query value, `+example)
+		case u.Scheme != "http" && u.Scheme != "https":
+			p.add("cutover.hooks.webhook", "must be an http:// or https:// URL, "+example)
+		case u.Hostname() == "":
+			p.add("cutover.hooks.webhook", "has no host; write the full URL, "+example)
+		}
+	}
+	if d := h.Timeout.Duration(); d < time.Second || d > time.Hour {
+		p.add("cutover.hooks.timeout", fmt.Sprintf("must be between 1s and 1h, got %s", d))
+	}
+}
+
+// Verify tunes the online comparison of source and target.
+type Verify struct {
+	// ChunkRows is how many rows, by key order, are compared as one chunk. Default 10000,
+	// range 100..10,000,000.
+	ChunkRows int `yaml:"chunk-rows"`
 }
 
 // InWindow reports whether a cutover may start at t. An empty Window always allows it; an

@@ -1,9 +1,13 @@
 package config
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestCutoverInWindow(t *testing.T) {
@@ -75,3 +79,58 @@ func TestCutoverWindowErrors(t *testing.T) {
 }
 
 func twoDigit(n int) string { return string(rune('0'+n/10)) + string(rune('0'+n%10)) }
+
+func TestHooksRedactedWebhook(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"", ""},
+		{"https://router.internal/migrated", "https://router.internal/migrated"},
+		{"https://router.internal:8443/a/b", "https://router.internal:8443/a/b"},
+		{"https://user:hunter2@router.internal/route", "https://router.internal/route"},
+		{"https://hunter2@router.internal/route", "https://router.internal/route"},
+		{"https://router.internal/route?token=hunter2&x=1", "https://router.internal/route"},
+		{"https://router.internal/route#hunter2", "https://router.internal/route"},
+		{"https://u:hun@ter2@router.internal/route", "https://router.internal/route"},
+		{"https://router.internal/a%2Fb", "https://router.internal/a%2Fb"},
+		{"https://router:hunter2/x", "https://REDACTED"}, // does not parse
+		{"token:hunter2@router", "REDACTED"},             // opaque
+		{"router.internal/route?token=hunter2", "router.internal/route"},
+	} {
+		t.Run(c.in, func(t *testing.T) {
+			if got, want := (Hooks{Webhook: c.in}).RedactedWebhook(), c.want; got != want {
+				t.Errorf("RedactedWebhook(%q) = %q, want %q", c.in, got, want)
+			}
+		})
+	}
+}
+
+// TestHooksPrintedRedacted checks that the ways a config gets printed do not show the webhook's
+// token, while YAML, which must round-trip, keeps it.
+func TestHooksPrintedRedacted(t *testing.T) {
+	const secret = "hunter2"
+	cfg, err := parse([]byte(minimal+"cutover:\n  hooks:\n    webhook: https://u:"+secret+"@router.internal/route?token="+secret+"\n"), "", env(nil), readSecretFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{
+		fmt.Sprintf("%v", cfg), fmt.Sprintf("%+v", *cfg), fmt.Sprintf("%#v", *cfg),
+		fmt.Sprint(cfg.Cutover), cfg.Cutover.Hooks.String(), string(js),
+	} {
+		if strings.Contains(out, secret) {
+			t.Errorf("printed config shows the webhook secret:\n%s", out)
+		}
+		if !strings.Contains(out, "router.internal/route") {
+			t.Errorf("printed config does not name the webhook:\n%s", out)
+		}
+	}
+	y, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(y), cfg.Cutover.Hooks.Webhook) {
+		t.Errorf("yaml lost the webhook:\n%s", y)
+	}
+}

@@ -41,6 +41,7 @@ func FuzzParse(f *testing.F) {
 		minimal + "api: {listen: '0.0.0.0:1', token-file: secret}\n",
 		minimal + "snapshot: {workers: ${FUZZ_NUM}, split-rows: 10}\napply: {batch-delay: 5}\n",
 		minimal + "cutover: {window: 'Mon-Fri,Sun 22:00-02:00 Europe/Berlin'}\n",
+		minimal + "cutover: {hooks: {exec: [/bin/true, x], webhook: 'https://u:p@h/x?t=1', timeout: 5s}, sequence-gap: 0}\nverify: {chunk-rows: 100}\n",
 		minimal + "tables: {include-tables: ['a.*', '[x'], exclude-schemas: ['*']}\n",
 		minimal + "a: &x {workers: 3}\nsnapshot: *x\n",
 		"source:\n  engine: mysql\n  dsn: mysql://u@h:3306/db\n  password: $${FUZZ_VAR}\n  passwrd: x\n",
@@ -85,6 +86,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("InWindow of a valid config: %v", err)
 		}
 		cfg.Tables.Match("public", "orders")
+		_ = cfg.Cutover.Hooks.RedactedWebhook()
 	})
 }
 

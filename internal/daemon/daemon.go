@@ -23,6 +23,7 @@ import (
 	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/snapshot"
 	"github.com/migrated/migrated/internal/state"
+	"github.com/migrated/migrated/internal/verify"
 	"go.uber.org/zap"
 )
 
@@ -48,13 +49,29 @@ type Daemon struct {
 	dstDSN string
 
 	target *pgxpool.Pool
+	source *pgxpool.Pool
 	store  *state.Store
 	tables []*schema.Table
+	// fwd and rev are the two directions of replication.
+	fwd, rev *leg
+	// srcStore holds the reverse stream's checkpoint on the old source; opened at the cutover.
+	srcStore *state.Store
 
 	mu     sync.Mutex
 	status server.Status
 	copier *snapshot.Copier
 	ready  bool
+	// work is the phase's running work (snapshot or a stream); nil between works.
+	work *work
+	// op names the operator action running now; while set, no new work starts.
+	op     string
+	paused bool
+	// wake is closed and replaced whenever op or paused changes.
+	wake chan struct{}
+	// verifying is set while a verify runs.
+	verifying bool
+	// runCtx is Run's context, for background work that actions start.
+	runCtx context.Context
 }
 
 // New prepares a daemon. It does not connect yet.
@@ -70,7 +87,13 @@ func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, erro
 	if err != nil {
 		return nil, fmt.Errorf("target.dsn: %w", err)
 	}
-	d := &Daemon{cfg: cfg, log: log, m: m, srcDSN: src, dstDSN: dst}
+	if src, err = postgres.SessionDSN(src); err != nil {
+		return nil, fmt.Errorf("source.dsn: %w", err)
+	}
+	if dst, err = postgres.SessionDSN(dst); err != nil {
+		return nil, fmt.Errorf("target.dsn: %w", err)
+	}
+	d := &Daemon{cfg: cfg, log: log, m: m, srcDSN: src, dstDSN: dst, wake: make(chan struct{})}
 	d.status = server.Status{
 		Migration: cfg.Name,
 		Phase:     "starting",
@@ -81,8 +104,9 @@ func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, erro
 	return d, nil
 }
 
-func (d *Daemon) slotName() string { return "migrated_" + d.cfg.Name }
-func (d *Daemon) pubName() string  { return "migrated_" + d.cfg.Name }
+func (d *Daemon) slotName() string    { return "migrated_" + d.cfg.Name }
+func (d *Daemon) pubName() string     { return "migrated_" + d.cfg.Name }
+func (d *Daemon) reverseName() string { return "migrated_" + d.cfg.Name + "_reverse" }
 
 // Check runs preflight on both sides and returns the problems found. It changes nothing.
 func (d *Daemon) Check(ctx context.Context) ([]postgres.Problem, error) {
@@ -137,7 +161,9 @@ func (d *Daemon) freshTarget(ctx context.Context, dst *pgx.Conn) (bool, error) {
 }
 
 // Run drives the migration until ctx ends or a permanent error. It resumes from the state on the
-// target, so running it again after any stop continues where the last run left off.
+// target, so running it again after any stop continues where the last run left off: a snapshot
+// goes on, a stream resumes from its checkpoint, a cutover or rollback cut short by a crash is
+// finished or undone as its journal says.
 func (d *Daemon) Run(ctx context.Context) error {
 	probs, tables, err := d.check(ctx)
 	if err != nil {
@@ -151,52 +177,136 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to target: %w", redactErr(err, d.dstDSN))
 	}
 	defer pool.Close()
-	d.target = pool
+	srcPool, err := pgxpool.New(ctx, d.srcDSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
+	}
+	defer srcPool.Close()
+	d.target, d.source = pool, srcPool
 	store, err := state.Open(ctx, pool, d.cfg.Name)
 	if err != nil {
 		return err
 	}
+	if err := verify.Open(ctx, pool); err != nil {
+		return err
+	}
 	d.mu.Lock() // Status reads the store from API goroutines
 	d.store = store
+	d.runCtx = ctx
 	d.mu.Unlock()
 	d.tables = tables
+	d.fwd = &leg{direction: forward, fromDSN: d.srcDSN, toDSN: d.dstDSN, slot: d.slotName(), pub: d.pubName(), store: store, status: &d.status.Stream}
+	d.rev = &leg{direction: reverse, fromDSN: d.dstDSN, toDSN: d.srcDSN, slot: d.reverseName(), pub: d.reverseName(), status: &server.StreamState{}}
 
-	mig, err := d.store.Load(ctx)
-	if errors.Is(err, state.ErrNotFound) {
+	if _, err := d.store.Load(ctx); errors.Is(err, state.ErrNotFound) {
 		if err := d.start(ctx); err != nil {
 			// Once the migration is recorded, a copy cut short by the network resumes below.
 			if _, lerr := d.store.Load(ctx); lerr != nil || !isConnectionError(err) {
-				return d.fail(ctx, "snapshot", err)
+				return d.fail(ctx, state.PhaseSnapshotting, "snapshot", err)
 			}
 			d.log.Warn("snapshot interrupted; resuming", zap.Error(err))
 		}
-		mig, err = d.store.Load(ctx)
-	}
-	if err != nil {
+	} else if err != nil {
 		return err
 	}
-	switch mig.Phase {
-	case state.PhaseSnapshotting, state.PhaseFailed:
-		if mig.Phase == state.PhaseFailed {
-			d.log.Warn("resuming a failed migration", zap.String("error", mig.Error))
-		}
-		if err := d.retry(ctx, "snapshot", func() error { return d.finishSnapshot(ctx, mig) }); err != nil {
-			return d.fail(ctx, "snapshot", err)
-		}
-	case state.PhaseStreaming:
-	default:
-		return fmt.Errorf("migration %s is %s; nothing to run", d.cfg.Name, mig.Phase)
+	if err := d.loadOperation(ctx); err != nil {
+		return err
 	}
-	if err := d.setPhase(ctx, state.PhaseStreaming, ""); err != nil {
+	d.resumeVerify(ctx)
+	return d.supervise(ctx)
+}
+
+// supervise runs the work of the current phase (the snapshot, the forward stream, the reverse
+// stream) until ctx ends. Operator actions stop that work, change the phase and let supervise
+// start the work of the new one.
+func (d *Daemon) supervise(ctx context.Context) error {
+	for {
+		if err := d.waitTurn(ctx); err != nil {
+			return nil
+		}
+		mig, err := d.store.Load(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		// A cutover or rollback that a crash cut short is finished or undone before anything else.
+		if last, err := d.store.LastOperation(ctx); err != nil {
+			return err
+		} else if last != nil && last.FinishedAt == nil {
+			if err := d.recoverOperation(ctx); err != nil && ctx.Err() == nil {
+				return d.fail(ctx, mig.Phase, "cutover", err)
+			}
+			continue
+		}
+		phase := mig.Phase
+		if phase == state.PhaseFailed {
+			phase = mig.FailedIn
+			if phase == "" {
+				phase = state.PhaseSnapshotting
+			}
+			d.log.Warn("resuming a failed migration", zap.String("phase", string(phase)), zap.String("error", mig.Error))
+		}
+		var work func(context.Context) error
+		component := "apply"
+		switch phase {
+		case state.PhaseSnapshotting:
+			component = "snapshot"
+			work = func(ctx context.Context) error {
+				if err := d.retry(ctx, "snapshot", func() error { return d.finishSnapshot(ctx, mig) }); err != nil || ctx.Err() != nil {
+					return err
+				}
+				return d.setPhase(ctx, state.PhaseStreaming, "")
+			}
+		case state.PhaseStreaming:
+			work = func(ctx context.Context) error { return d.runLeg(ctx, d.fwd, phase) }
+		case state.PhaseSwitched:
+			work = func(ctx context.Context) error { return d.runLeg(ctx, d.rev, phase) }
+		case state.PhaseCuttingOver, state.PhaseRollingBack:
+			return d.fail(ctx, phase, "cutover", fmt.Errorf("the migration is %s but no operation is recorded as running; the state on the target is inconsistent", phase))
+		default: // completed, cancelled: nothing left to run; keep serving status
+			if err := d.setPhase(ctx, phase, ""); err != nil {
+				return err
+			}
+			d.log.Info("migration is over; nothing to run", zap.String("phase", string(phase)))
+			<-ctx.Done()
+			return nil
+		}
+		err = d.runWork(ctx, work)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errStopped) || err == nil {
+			continue
+		}
+		// An operation running now (a cutover draining this stream) decides first.
+		if werr := d.waitTurn(ctx); werr != nil {
+			return nil
+		}
+		return d.fail(ctx, phase, component, err)
+	}
+}
+
+// runLeg streams one direction, with the phase recorded and the daemon ready.
+func (d *Daemon) runLeg(ctx context.Context, l *leg, phase state.Phase) error {
+	if l.direction == reverse {
+		store, err := d.sourceStore(ctx)
+		if err != nil {
+			return err
+		}
+		l.store = store
+		d.mu.Lock()
+		d.status.Reverse = l.status
+		d.mu.Unlock()
+	}
+	if err := d.setPhase(ctx, phase, ""); err != nil {
 		return err
 	}
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
-	if err := d.stream(ctx, mig); err != nil {
-		return d.fail(ctx, "apply", err)
-	}
-	return nil
+	return d.stream(ctx, l)
 }
 
 // snapshotAttempts bounds how often a snapshot broken by a transient failure is resumed in-process
@@ -235,16 +345,18 @@ func isConnectionError(err error) bool {
 		strings.Contains(err.Error(), "conn closed")
 }
 
-// fail records a permanent error as the failed phase, unless the daemon is merely stopping.
-func (d *Daemon) fail(ctx context.Context, component string, err error) error {
+// fail records a permanent error as the failed phase, remembering the phase it happened in,
+// unless the daemon is merely stopping.
+func (d *Daemon) fail(ctx context.Context, in state.Phase, component string, err error) error {
 	if ctx.Err() != nil {
 		return nil
 	}
 	d.m.Errors.WithLabelValues(component).Inc()
 	if d.store != nil {
-		if serr := d.setPhase(context.WithoutCancel(ctx), state.PhaseFailed, err.Error()); serr != nil {
+		if serr := d.store.SetFailed(context.WithoutCancel(ctx), in, err.Error()); serr != nil {
 			d.log.Error("record failed phase", zap.Error(serr))
 		}
+		d.showPhase(state.PhaseFailed, err.Error())
 	}
 	return err
 }
@@ -253,6 +365,12 @@ func (d *Daemon) setPhase(ctx context.Context, phase state.Phase, reason string)
 	if err := d.store.SetPhase(ctx, phase, reason); err != nil {
 		return err
 	}
+	d.showPhase(phase, reason)
+	return nil
+}
+
+// showPhase publishes a phase already recorded on the target to status, metrics and the log.
+func (d *Daemon) showPhase(phase state.Phase, reason string) {
 	d.mu.Lock()
 	changed := d.status.Phase != string(phase)
 	d.status.Phase, d.status.Error = string(phase), reason
@@ -264,7 +382,6 @@ func (d *Daemon) setPhase(ctx context.Context, phase state.Phase, reason string)
 	if changed {
 		d.log.Info("phase", zap.String("phase", string(phase)))
 	}
-	return nil
 }
 
 // Ready reports whether the migration is streaming.
@@ -285,6 +402,19 @@ func (d *Daemon) Ready() error {
 func (d *Daemon) Status() server.Status {
 	d.mu.Lock()
 	st := d.status
+	// The pointed-to parts change under d.mu too: copy them.
+	if st.Reverse != nil {
+		r := *st.Reverse
+		st.Reverse = &r
+	}
+	if st.Operation != nil {
+		o := *st.Operation
+		st.Operation = &o
+	}
+	if st.Verify != nil {
+		v := *st.Verify
+		st.Verify = &v
+	}
 	copier := d.copier
 	store := d.store
 	d.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,12 +13,29 @@ import (
 	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/postgres"
+	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/state"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 )
 
-const direction = "forward"
+// leg is one direction of replication: forward (source to target) until the cutover, reverse
+// (target back to the old source) in the dual-write phase. Each has its own slot and publication
+// on the side it reads, and its checkpoint on the side it writes.
+type leg struct {
+	direction      string
+	fromDSN, toDSN string
+	slot, pub      string
+	// store holds the checkpoint, on the side the leg writes to.
+	store *state.Store
+	// status is the leg's part of the status document; guarded by Daemon.mu.
+	status *server.StreamState
+	// applied is the durably applied position, for the drain and for verify.
+	applied atomic.Uint64
+}
+
+// Applied returns the position the leg has durably applied up to.
+func (l *leg) Applied() postgres.LSN { return postgres.LSN(l.applied.Load()) }
 
 // caughtUpBytes is how far behind the source's WAL end the applied position may be while lag is
 // reported as zero: the distance covers WAL that carries nothing for this migration (other
@@ -27,14 +45,14 @@ const caughtUpBytes = 1 << 20
 // stream applies the change stream from the checkpoint until ctx ends or a permanent error. It
 // reconnects with backoff after transient failures of either side, each time from the last
 // durable checkpoint on the target.
-func (d *Daemon) stream(ctx context.Context, mig *state.Migration) error {
+func (d *Daemon) stream(ctx context.Context, l *leg) error {
 	backoff := time.Second
 	for {
 		started := time.Now()
-		err := d.streamOnce(ctx)
-		d.m.StreamConnected.WithLabelValues(direction).Set(0)
+		err := d.streamOnce(ctx, l)
+		d.m.StreamConnected.WithLabelValues(l.direction).Set(0)
 		d.mu.Lock()
-		d.status.Stream.Connected = false
+		l.status.Connected = false
 		d.mu.Unlock()
 		if ctx.Err() != nil {
 			return nil
@@ -45,7 +63,7 @@ func (d *Daemon) stream(ctx context.Context, mig *state.Migration) error {
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
 		}
-		d.m.StreamReconnects.WithLabelValues(direction).Inc()
+		d.m.StreamReconnects.WithLabelValues(l.direction).Inc()
 		d.m.Errors.WithLabelValues("stream").Inc()
 		d.log.Warn("stream interrupted; reconnecting from the last checkpoint", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
@@ -84,8 +102,9 @@ func transientStream(err error) bool {
 	return apply.IsTransient(err) || isConnectionError(err)
 }
 
-func (d *Daemon) streamOnce(ctx context.Context) error {
-	posText, commitTime, err := d.store.Position(ctx, direction)
+func (d *Daemon) streamOnce(ctx context.Context, l *leg) error {
+	direction := l.direction
+	posText, commitTime, err := l.store.Position(ctx, direction)
 	if err != nil {
 		return err
 	}
@@ -93,34 +112,40 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	skip, err := d.skipBefore(ctx, resume)
-	if err != nil {
-		return err
+	l.applied.Store(uint64(max(resume, l.Applied())))
+	var skip map[cdc.TableID]postgres.LSN
+	if direction == forward {
+		if skip, err = d.skipBefore(ctx, resume); err != nil {
+			return err
+		}
 	}
-	if err := d.checkSlotBehind(ctx, resume); err != nil {
+	if err := d.checkSlotBehind(ctx, l, resume); err != nil {
 		return err
 	}
 	stream := postgres.NewStream(postgres.StreamOptions{
-		DSN: d.srcDSN, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
+		DSN: l.fromDSN, Slot: l.slot, Publication: l.pub, Keys: postgres.KeyMap(d.tables),
 		Resume: resume, SkipBefore: skip, StatusInterval: d.cfg.Stream.StatusInterval.Duration(),
 		OnChange: d.m.ChangesReceived.WithLabelValues(direction).Inc,
 	})
-	target, err := postgres.NewTarget(ctx, d.dstDSN, d.cfg.Name, direction)
+	target, err := postgres.NewTarget(ctx, l.toDSN, d.cfg.Name, direction)
 	if err != nil {
 		return err
 	}
 	defer target.Close(context.WithoutCancel(ctx))
-	src, err := pgx.Connect(ctx, d.srcDSN)
+	src, err := pgx.Connect(ctx, l.fromDSN)
 	if err != nil {
-		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
+		return fmt.Errorf("connect to the %s stream's origin: %w", direction, redactErr(redactErr(err, d.srcDSN), d.dstDSN))
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 
 	events := make(chan cdc.Event, 8192)
-	lag := &lagTracker{applied: resume, lastCommit: commitTime}
+	lag := &lagTracker{leg: l, applied: resume, lastCommit: commitTime}
 	durable := func(pos cdc.Position, commitTime time.Time, b apply.BatchStats) {
 		lsn := pos.(postgres.LSN)
 		stream.Flushed(lsn)
+		if uint64(lsn) > l.applied.Load() {
+			l.applied.Store(uint64(lsn))
+		}
 		n := 0
 		for op, c := range b.Changes {
 			d.m.ChangesApplied.WithLabelValues(direction, op.String()).Add(float64(c))
@@ -132,8 +157,8 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 			d.m.ApplyBatchChanges.Observe(float64(n))
 		}
 		d.mu.Lock()
-		d.status.Stream.ChangesApplied += int64(n)
-		d.status.Stream.TxnsApplied += int64(b.Txns)
+		l.status.ChangesApplied += int64(n)
+		l.status.TxnsApplied += int64(b.Txns)
 		d.mu.Unlock()
 		d.refreshLag(lag, stream.WALEnd(), len(events), lsn, commitTime)
 	}
@@ -142,10 +167,10 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 		HeartbeatEvery: d.cfg.Stream.HeartbeatInterval.Duration(),
 	}, durable, d.log)
 
-	d.log.Info("streaming", zap.Stringer("from", resume), zap.Int("tables_skipping_before_snapshot", len(skip)))
+	d.log.Info("streaming", zap.String("direction", direction), zap.Stringer("from", resume), zap.Int("tables_skipping_before_snapshot", len(skip)))
 	d.m.StreamConnected.WithLabelValues(direction).Set(1)
 	d.mu.Lock()
-	d.status.Stream.Connected = true
+	l.status.Connected = true
 	d.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -160,11 +185,13 @@ func (d *Daemon) streamOnce(ctx context.Context) error {
 				return nil
 			case <-tick.C:
 			}
-			st, err := postgres.Heartbeat(gctx, src, d.slotName())
+			st, err := postgres.Heartbeat(gctx, src, l.slot)
 			if err != nil {
 				return err
 			}
-			d.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
+			if direction == forward {
+				d.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
+			}
 			d.refreshLag(lag, max(st.CurrentLSN, stream.WALEnd()), len(events), 0, time.Time{})
 		}
 	})
@@ -180,16 +207,16 @@ func (e fatalError) Unwrap() error { return e.error }
 // checkpoint: the source would silently start after it, and the changes between are gone. It
 // happens when the target lost commits it had acknowledged (restored from a backup, failed over
 // to a lagging standby).
-func (d *Daemon) checkSlotBehind(ctx context.Context, resume postgres.LSN) error {
-	src, err := pgx.Connect(ctx, d.srcDSN)
+func (d *Daemon) checkSlotBehind(ctx context.Context, l *leg, resume postgres.LSN) error {
+	src, err := pgx.Connect(ctx, l.fromDSN)
 	if err != nil {
-		return fmt.Errorf("connect to source: %w", redactErr(err, d.srcDSN))
+		return fmt.Errorf("connect to the %s stream's origin: %w", l.direction, redactErr(redactErr(err, d.srcDSN), d.dstDSN))
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	var confirmed *string
-	err = src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, d.slotName()).Scan(&confirmed)
+	err = src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, l.slot).Scan(&confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fatalError{fmt.Errorf("replication slot %s is gone from the source, so the changes since the checkpoint are lost to the stream; cancel the migration and start again", d.slotName())}
+		return fatalError{fmt.Errorf("replication slot %s is gone, so the %s changes since the checkpoint are lost to the stream; cancel the migration and start again", l.slot, l.direction)}
 	}
 	if err != nil || confirmed == nil {
 		return err
@@ -199,7 +226,7 @@ func (d *Daemon) checkSlotBehind(ctx context.Context, resume postgres.LSN) error
 		return err
 	}
 	if c > resume {
-		return fatalError{fmt.Errorf("the source slot %s was confirmed up to %s but the target's checkpoint is %s: the target lost commits it had acknowledged (a restore or a failover?), and the changes between are gone from the slot; cancel the migration and start again", d.slotName(), c, resume)}
+		return fatalError{fmt.Errorf("the %s slot %s was confirmed up to %s but the checkpoint is %s: the receiving side lost commits it had acknowledged (a restore or a failover?), and the changes between are gone from the slot; cancel the migration and start again", l.direction, l.slot, c, resume)}
 	}
 	return nil
 }
@@ -234,6 +261,7 @@ func (d *Daemon) skipBefore(ctx context.Context, resume postgres.LSN) (map[cdc.T
 
 // lagTracker holds what lag is computed from; refreshLag publishes it. Guarded by Daemon.mu.
 type lagTracker struct {
+	leg        *leg
 	applied    postgres.LSN
 	lastCommit time.Time
 }
@@ -263,7 +291,8 @@ func (d *Daemon) refreshLag(l *lagTracker, walEnd postgres.LSN, queued int, appl
 			seconds = max(0, time.Since(l.lastCommit).Seconds())
 		}
 	}
-	s := &d.status.Stream
+	s := l.leg.status
+	direction := l.leg.direction
 	s.AppliedPosition = l.applied.String()
 	if walEnd > 0 {
 		s.SourcePosition = walEnd.String()

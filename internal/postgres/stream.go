@@ -20,12 +20,12 @@ import (
 func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse source dsn: %w", err)
+		return nil, fmt.Errorf("parse dsn: %w", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open replication connection to source: %w", err)
+		return nil, fmt.Errorf("open replication connection: %w", err)
 	}
 	return conn, nil
 }
@@ -46,7 +46,7 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	}
 	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = true)", quote(name), strings.Join(names, ", "))
 	if _, err := conn.Exec(ctx, sql); err != nil {
-		return fmt.Errorf("create publication %s on the source: %w", name, err)
+		return fmt.Errorf("create publication %s: %w", name, err)
 	}
 	return nil
 }
@@ -112,6 +112,25 @@ func CreateSlot(ctx context.Context, conn *pgconn.PgConn, slot string, temporary
 		return nil, err
 	}
 	return &ExportedSlot{Conn: conn, Snapshot: res.SnapshotName, ConsistentPoint: lsn}, nil
+}
+
+// CreateStreamSlot creates a logical slot for pgoutput without exporting a snapshot, over a
+// replication connection of its own, and returns the position its stream starts from. It serves
+// a stream that needs no copy: the reverse stream at a cutover, the new forward stream at a
+// rollback, both made while the writing side is fenced and drained.
+func CreateStreamSlot(ctx context.Context, dsn, slot string) (LSN, error) {
+	conn, err := ConnectReplication(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+		SnapshotAction: "NOEXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create replication slot %s: %w", slot, err)
+	}
+	return ParseLSN(res.ConsistentPoint)
 }
 
 // StreamOptions configures a Stream.

@@ -15,6 +15,13 @@ type Status struct {
 	Error    string        `json:"error,omitempty"`
 	Snapshot SnapshotState `json:"snapshot"`
 	Stream   StreamState   `json:"stream"`
+	// Reverse is the stream from the target back to the old source, during the dual-write
+	// phase (switched). Nil before a cutover.
+	Reverse *StreamState `json:"reverse,omitempty"`
+	// Operation is the cutover or rollback running now, or the last one. Nil before any.
+	Operation *OperationState `json:"operation,omitempty"`
+	// Verify is the running or last verify. Nil before any.
+	Verify *VerifyState `json:"verify,omitempty"`
 }
 
 // Endpoint is one side of the migration.
@@ -56,4 +63,76 @@ type StreamState struct {
 	ChangesApplied  int64     `json:"changes_applied"`
 	TxnsApplied     int64     `json:"transactions_applied"`
 	Connected       bool      `json:"connected"`
+}
+
+// OperationState is the cutover or rollback in progress, or the last one.
+type OperationState struct {
+	Op string `json:"op"` // "cutover" or "rollback"
+	// Step is the step running now; empty when the operation is over.
+	Step string `json:"step,omitempty"`
+	// Outcome is "running", "done", "aborted" or "failed".
+	Outcome   string    `json:"outcome"`
+	StartedAt time.Time `json:"started_at"`
+	// FinishedAt is zero while the operation runs.
+	FinishedAt time.Time `json:"finished_at,omitempty"`
+	// FencePosition is the source (cutover) or target (rollback) position at the fence.
+	FencePosition string `json:"fence_position,omitempty"`
+	// WriteUnavailableSeconds is the time from the fence to the new side writable; for an
+	// aborted operation, from the fence to the unfence.
+	WriteUnavailableSeconds float64 `json:"write_unavailable_seconds,omitempty"`
+	// StepSeconds is how long each finished step took.
+	StepSeconds map[string]float64 `json:"step_seconds,omitempty"`
+	// Error says why the operation aborted or failed, and what to do next.
+	Error string `json:"error,omitempty"`
+	// HookError is set when the routing hook failed after the commit: the switch happened,
+	// and the application must be pointed at the new side by hand.
+	HookError string `json:"hook_error,omitempty"`
+}
+
+// VerifyState is the progress or result of the last verify.
+type VerifyState struct {
+	Run        int64     `json:"run"`
+	Running    bool      `json:"running"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitempty"`
+	Tables     int       `json:"tables"`
+	TablesDone int       `json:"tables_done"`
+	Chunks     int64     `json:"chunks"`
+	Mismatched int64     `json:"mismatched_chunks"`
+	Clean      bool      `json:"clean"`
+	// Samples are some of the differing rows, at most a few per table.
+	Samples []Mismatch `json:"samples,omitempty"`
+	Error   string     `json:"error,omitempty"`
+}
+
+// Mismatch is one row that differs between source and target.
+type Mismatch struct {
+	Table string `json:"table"`
+	Key   string `json:"key"`  // the key's values, as text: (1,abc)
+	Kind  string `json:"kind"` // "missing" on the target, "extra" on the target, or "different"
+}
+
+// CutoverPlan is the answer to a cutover (or rollback) request: the preconditions judged and the
+// steps that run, and for a real run, how it went.
+type CutoverPlan struct {
+	Op     string   `json:"op"`
+	DryRun bool     `json:"dry_run"`
+	Checks []Check  `json:"checks"`
+	Steps  []string `json:"steps"`
+	// Result is the operation's outcome; nil for a dry run or a refusal.
+	Result *OperationState `json:"result,omitempty"`
+}
+
+// Check is one precondition with its verdict.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// ActionResult is the answer of the simple actions (pause, resume, complete, cancel, verify).
+type ActionResult struct {
+	Action  string `json:"action"`
+	Phase   string `json:"phase"`
+	Message string `json:"message"`
 }

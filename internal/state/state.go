@@ -23,6 +23,7 @@ const (
 	PhaseSnapshotting Phase = "snapshotting"
 	PhaseStreaming    Phase = "streaming"
 	PhaseCuttingOver  Phase = "cutting-over"
+	PhaseRollingBack  Phase = "rolling-back"
 	PhaseSwitched     Phase = "switched"
 	PhaseCompleted    Phase = "completed"
 	PhaseRolledBack   Phase = "rolled-back"
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS _migrated.migration (
     post_data     text NOT NULL DEFAULT '',
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE _migrated.migration ADD COLUMN IF NOT EXISTS failed_in text NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS _migrated.tables (
     migration      text NOT NULL,
     table_schema   text NOT NULL,
@@ -70,6 +72,28 @@ CREATE TABLE IF NOT EXISTS _migrated.progress (
     commit_time timestamptz,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (migration, stream)
+);
+CREATE TABLE IF NOT EXISTS _migrated.operations (
+    id            bigserial PRIMARY KEY,
+    migration     text NOT NULL,
+    op            text NOT NULL,
+    outcome       text NOT NULL DEFAULT 'running',
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    fence_position text NOT NULL DEFAULT '',
+    write_unavailable_seconds double precision NOT NULL DEFAULT 0,
+    step_seconds  jsonb NOT NULL DEFAULT '{}',
+    error         text NOT NULL DEFAULT '',
+    hook_error    text NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS _migrated.journal (
+    operation bigint NOT NULL REFERENCES _migrated.operations (id),
+    seq       int NOT NULL,
+    step      text NOT NULL,
+    state     text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    detail    text NOT NULL DEFAULT '',
+    PRIMARY KEY (operation, seq)
 );
 CREATE TABLE IF NOT EXISTS _migrated.steps (
     migration text NOT NULL,
@@ -100,13 +124,15 @@ type Migration struct {
 	Error         string
 	StartPosition string
 	PostData      string
+	// FailedIn is the phase a failed migration was in, where a restart resumes it.
+	FailedIn Phase
 }
 
 // Load returns the migration's row, or ErrNotFound.
 func (s *Store) Load(ctx context.Context) (*Migration, error) {
 	m := &Migration{}
-	err := s.pool.QueryRow(ctx, `SELECT name, phase, phase_since, error, start_position, post_data
-	  FROM _migrated.migration WHERE name = $1`, s.name).Scan(&m.Name, &m.Phase, &m.PhaseSince, &m.Error, &m.StartPosition, &m.PostData)
+	err := s.pool.QueryRow(ctx, `SELECT name, phase, phase_since, error, start_position, post_data, failed_in
+	  FROM _migrated.migration WHERE name = $1`, s.name).Scan(&m.Name, &m.Phase, &m.PhaseSince, &m.Error, &m.StartPosition, &m.PostData, &m.FailedIn)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -148,6 +174,17 @@ func (s *Store) SetPhase(ctx context.Context, phase Phase, reason string) error 
 	_, err := s.pool.Exec(ctx, `UPDATE _migrated.migration SET phase = $2, error = $3, phase_since = now() WHERE name = $1`, s.name, phase, reason)
 	if err != nil {
 		return fmt.Errorf("record phase %s: %w", phase, err)
+	}
+	return nil
+}
+
+// SetFailed moves the migration to the failed phase with the error, remembering the phase it
+// failed in so that a restart resumes there.
+func (s *Store) SetFailed(ctx context.Context, in Phase, reason string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE _migrated.migration SET phase = $2, error = $3, phase_since = now(),
+	    failed_in = CASE WHEN phase = $2 THEN failed_in ELSE $4 END WHERE name = $1`, s.name, PhaseFailed, reason, in)
+	if err != nil {
+		return fmt.Errorf("record phase %s: %w", PhaseFailed, err)
 	}
 	return nil
 }

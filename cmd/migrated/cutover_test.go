@@ -1,0 +1,385 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cutoverConfig writes the config of the cutover tests: a hook that routes the ledger, a
+// cutover timeout and an optional maintenance window.
+func (e *env) cutoverConfig(timeout, window string) {
+	w := ""
+	if window != "" {
+		w = fmt.Sprintf("\n  window: %q", window)
+	}
+	e.writeConfig(fmt.Sprintf(`cutover:
+  max-lag: 3s
+  timeout: %s
+  verify-max-age: 1h%s
+  hooks:
+    exec: ["/bin/sh", "-c", "echo $MIGRATED_WRITABLE > %s/route"]
+verify:
+  chunk-rows: 500
+`, timeout, w, e.dir))
+}
+
+// cli runs a migrated subcommand against this env's daemon.
+func (e *env) cli(args ...string) (string, int) {
+	e.t.Helper()
+	return runCLI(e.t, append(args, "--config", e.config)...)
+}
+
+// mustCLI runs a subcommand and fails the test unless it exits 0.
+func (e *env) mustCLI(args ...string) string {
+	e.t.Helper()
+	out, code := e.cli(args...)
+	if code != 0 {
+		e.t.Fatalf("migrated %s: exit %d:\n%s\nlog:\n%s", strings.Join(args, " "), code, out, e.logTail())
+	}
+	return out
+}
+
+// fenced reports whether dsn's database is fenced (read-only by default).
+func (e *env) fenced(dsn string) bool {
+	e.t.Helper()
+	conn := e.connect(dsn)
+	defer conn.Close(context.Background())
+	var on string
+	if err := conn.QueryRow(context.Background(), "SHOW default_transaction_read_only").Scan(&on); err != nil {
+		e.t.Fatal(err)
+	}
+	return on == "on"
+}
+
+// slots lists the replication slots of dsn's database.
+func (e *env) slots(dsn string) string {
+	e.t.Helper()
+	conn := e.connect(dsn)
+	defer conn.Close(context.Background())
+	var s string
+	if err := conn.QueryRow(context.Background(), `SELECT coalesce(string_agg(slot_name, ',' ORDER BY slot_name), '') FROM pg_replication_slots WHERE database = current_database()`).Scan(&s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func (e *env) statusField(path ...string) any {
+	st, ok := e.status()
+	if !ok {
+		return nil
+	}
+	var v any = st
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
+
+// verifyClean runs `migrated verify --wait` and fails unless it reports clean.
+func (e *env) verifyClean() {
+	e.t.Helper()
+	out := e.mustCLI("verify", "--wait")
+	if !strings.Contains(strings.ToLower(out), "clean") {
+		e.t.Fatalf("verify did not report clean:\n%s", out)
+	}
+}
+
+// waitReverseCaughtUp waits until the source's reverse checkpoint passes the target's WAL now.
+func (e *env) waitReverseCaughtUp(d *proc) {
+	e.t.Helper()
+	ctx := context.Background()
+	dst := e.connect(e.dst)
+	defer dst.Close(ctx)
+	var lsn string
+	if err := dst.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		e.t.Fatal(err)
+	}
+	src := e.connect(e.src)
+	defer src.Close(ctx)
+	e.waitFor(d, "source to reach target position "+lsn, 2*time.Minute, func() bool {
+		var reached bool
+		err := src.QueryRow(ctx, `SELECT position::pg_lsn >= $1::pg_lsn FROM _migrated.progress WHERE migration = $2 AND stream = 'reverse'`, lsn, e.name).Scan(&reached)
+		return err == nil && reached
+	})
+}
+
+func seedLedger(t *testing.T, e *env) {
+	t.Helper()
+	e.exec(e.src, ledgerSQL)
+	e.exec(e.src, `INSERT INTO public.ledger (worker, n, side) SELECT -1, n, 'source' FROM generate_series(1, 3000) n`)
+}
+
+// TestCutoverAndRollbackUnderLoad is the whole life of a migration with an application writing
+// throughout: refusals, verify, a cutover that the application follows through the hook, writes
+// on the target flowing back, a rollback, a second cutover, and complete.
+func TestCutoverAndRollbackUnderLoad(t *testing.T) {
+	e := newEnv(t, "cut")
+	seed(t, e.src, 3000)
+	seedLedger(t, e)
+	// A window that is not open now: the cutover needs --force.
+	closed := time.Now().UTC().Add(12 * time.Hour)
+	e.cutoverConfig("10s", fmt.Sprintf("* %02d:00-%02d:30 UTC", closed.Hour(), closed.Hour()))
+	d := e.start()
+	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	l := startLedger(t, e, 3)
+	time.Sleep(time.Second)
+
+	// Refusals, each naming its reason; nothing changes.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cutover"}, "--confirm cut"},
+		{[]string{"cutover", "--confirm", "other"}, `does not name this migration`},
+		{[]string{"cutover", "--confirm", "cut"}, "outside the maintenance window"},
+		{[]string{"cutover", "--confirm", "cut", "--force"}, "no verify has run"},
+	} {
+		out, code := e.cli(tc.args...)
+		if code == 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("migrated %s: exit %d, want a refusal naming %q:\n%s", strings.Join(tc.args, " "), code, tc.want, out)
+		}
+	}
+	if e.fenced(e.src) || e.phase() != "streaming" {
+		t.Fatalf("a refused cutover changed something: fenced %v, phase %s", e.fenced(e.src), e.phase())
+	}
+
+	// Verify finds a row planted on the target, and the cutover is refused for it.
+	e.exec(e.dst, `UPDATE public.ledger SET n = -42 WHERE id = 7`)
+	out, code := e.cli("verify", "--wait")
+	if code == 0 || !strings.Contains(out, "(7)") {
+		t.Fatalf("verify with a planted difference: exit %d, want the key (7):\n%s", code, out)
+	}
+	if m := e.get("/metrics"); !regexp.MustCompile(`migrated_verify_mismatched_chunks [1-9]`).MatchString(m) {
+		t.Errorf("metrics do not show the mismatched chunk")
+	}
+	if out, code := e.cli("cutover", "--confirm", "cut", "--force"); code == 0 || !strings.Contains(out, "mismatched") {
+		t.Errorf("cutover after a dirty verify: exit %d:\n%s", code, out)
+	}
+	e.exec(e.dst, `UPDATE public.ledger SET n = 7 WHERE id = 7`)
+	e.verifyClean()
+
+	// Dry run: every check but the window passes; nothing changes.
+	out = e.mustCLI("cutover", "--dry-run", "--confirm", "cut", "--force")
+	for _, want := range []string{"PASS", "lag", "verify", "reverse", "fence-source", "prepare-reverse", "commit"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "FAIL") || e.fenced(e.src) {
+		t.Fatalf("dry run failed a check or fenced the source:\n%s", out)
+	}
+
+	// The cutover, with the ledger writing all along.
+	out = e.mustCLI("cutover", "--confirm", "cut", "--force")
+	t.Logf("cutover:\n%s", out)
+	if e.phase() != "switched" || e.fenced(e.dst) || !e.fenced(e.src) {
+		t.Fatalf("after the cutover: phase %s, target fenced %v, source fenced %v", e.phase(), e.fenced(e.dst), e.fenced(e.src))
+	}
+	if got := readFile(t, filepath.Join(e.dir, "route")); strings.TrimSpace(got) != "target" {
+		t.Fatalf("the routing hook did not route to the target: %q", got)
+	}
+	if s := e.slots(e.src); s != "" {
+		t.Errorf("the forward slot is still on the source after the cutover: %s", s)
+	}
+	if s := e.slots(e.dst); s != "migrated_cut_reverse" {
+		t.Errorf("target slots after the cutover: %q, want the reverse slot", s)
+	}
+	if m := e.get("/metrics"); !regexp.MustCompile(`migrated_cutover_write_unavailable_seconds [0-9.e+-]+`).MatchString(m) ||
+		!strings.Contains(m, `migrated_cutover_phase_duration_seconds{phase="drain"}`) || !strings.Contains(m, `migrated_phase{phase="switched"} 1`) {
+		t.Errorf("metrics lack the cutover series")
+	}
+	time.Sleep(2 * time.Second) // the ledger writes on the target
+	if m := e.get("/metrics"); !strings.Contains(m, `migrated_replication_lag_seconds{direction="reverse"}`) {
+		t.Errorf("metrics lack the reverse lag")
+	}
+	if e.statusField("reverse", "connected") != true {
+		t.Errorf("status shows no connected reverse stream: %v", e.statusField("reverse"))
+	}
+	acked := l.snapshot()
+	l.check(t, e, e.dst, "target after cutover", acked)
+	e.waitReverseCaughtUp(d)
+	l.check(t, e, e.src, "old source through the reverse stream", acked)
+	if n := l.sides()["target"]; n == 0 {
+		t.Fatalf("the ledger wrote nothing on the target after the cutover")
+	}
+
+	// Rollback: the writes return to the old source, nothing lost either way.
+	out = e.mustCLI("rollback", "--confirm", "cut")
+	t.Logf("rollback:\n%s", out)
+	if e.phase() != "streaming" || e.fenced(e.src) || !e.fenced(e.dst) {
+		t.Fatalf("after the rollback: phase %s, source fenced %v, target fenced %v", e.phase(), e.fenced(e.src), e.fenced(e.dst))
+	}
+	if got := readFile(t, filepath.Join(e.dir, "route")); strings.TrimSpace(got) != "source" {
+		t.Fatalf("the routing hook did not route back to the source: %q", got)
+	}
+	acked = l.snapshot()
+	l.check(t, e, e.src, "source after rollback", acked)
+	time.Sleep(time.Second)
+	acked = l.snapshot()
+	e.waitCaughtUp(d)
+	l.check(t, e, e.dst, "target through the new forward stream", acked)
+
+	// A second cutover needs a fresh verify: the rollback invalidated the last one.
+	if out, code := e.cli("cutover", "--confirm", "cut", "--force"); code == 0 || !strings.Contains(out, "verify") {
+		t.Errorf("cutover after a rollback without a new verify: exit %d:\n%s", code, out)
+	}
+	e.verifyClean()
+	e.mustCLI("cutover", "--confirm", "cut", "--force")
+	if e.phase() != "switched" {
+		t.Fatalf("second cutover: phase %s", e.phase())
+	}
+	time.Sleep(time.Second)
+	l.finish(t)
+	e.waitReverseCaughtUp(d)
+	l.check(t, e, e.dst, "target after the second cutover", nil)
+	l.check(t, e, e.src, "old source after the second cutover", nil)
+	e.compare()
+
+	out = e.mustCLI("complete", "--confirm", "cut")
+	if e.phase() != "completed" || e.slots(e.src) != "" || e.slots(e.dst) != "" {
+		t.Fatalf("after complete: phase %s, slots %q / %q:\n%s", e.phase(), e.slots(e.src), e.slots(e.dst), out)
+	}
+	e.stop(d)
+}
+
+// TestCutoverDrainTimeout stalls apply with a lock on the target: the cutover cannot drain in
+// time, so the source is unfenced and the migration goes back to streaming, having lost nothing.
+func TestCutoverDrainTimeout(t *testing.T) {
+	e := newEnv(t, "stall")
+	seed(t, e.src, 500)
+	seedLedger(t, e)
+	e.cutoverConfig("2s", "")
+	d := e.start()
+	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	l := startLedger(t, e, 2)
+	e.verifyClean()
+
+	ctx := context.Background()
+	lock := e.connect(e.dst)
+	defer lock.Close(ctx)
+	tx, err := lock.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE public.ledger IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	out, code := e.cli("cutover", "--confirm", "stall", "--force")
+	_ = tx.Rollback(ctx)
+	if code == 0 || !strings.Contains(out, "fence position") || !strings.Contains(out, "aborted") {
+		t.Fatalf("cutover with a stalled apply: exit %d, want an aborted drain:\n%s", code, out)
+	}
+	if e.fenced(e.src) {
+		t.Fatal("the source is still fenced after the aborted cutover")
+	}
+	e.waitFor(d, "streaming again", time.Minute, func() bool { return e.phase() == "streaming" })
+	if s := e.slots(e.dst); s != "" {
+		t.Errorf("the aborted cutover left slots on the target: %s", s)
+	}
+	if e.statusField("operation", "outcome") != "aborted" {
+		t.Errorf("status does not show the aborted cutover: %v", e.statusField("operation"))
+	}
+	time.Sleep(time.Second)
+	l.finish(t)
+	e.waitCaughtUp(d)
+	l.check(t, e, e.dst, "target after the aborted cutover", nil)
+	e.stop(d)
+	e.compare()
+}
+
+// TestCutoverCrashAtEachStep kills the daemon at every step of a cutover, after the step's work
+// and before its journal says done, and restarts it: before the commit the cutover is undone,
+// after it the cutover is finished. Either way nothing acknowledged is lost.
+func TestCutoverCrashAtEachStep(t *testing.T) {
+	e := newEnv(t, "crash")
+	seed(t, e.src, 300)
+	seedLedger(t, e)
+	e.cutoverConfig("10s", "")
+	d := e.start()
+	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	l := startLedger(t, e, 2)
+	steps := []struct {
+		step      string
+		committed bool
+	}{
+		{"fence-source", false}, {"drain", false}, {"final-check", false}, {"sequences", false},
+		{"prepare-reverse", false},
+		// The commit's done record is the commit itself: a crash before it undoes the cutover.
+		{"commit", false}, {"target-writable", true}, {"route", true},
+	}
+	for _, s := range steps {
+		if only := os.Getenv("MIGRATED_TEST_CRASH_STEP"); only != "" && only != s.step {
+			continue
+		}
+		e.verifyClean()
+		e.stop(d)
+		d = e.startEnv("MIGRATED_FAULT=crash-before-done:" + s.step)
+		e.waitFor(d, "streaming", time.Minute, func() bool { return e.phase() == "streaming" })
+		out, code := e.cli("cutover", "--confirm", "crash", "--force")
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("crash at %s: the daemon did not die (exit %d):\n%s", s.step, code, out)
+		}
+		d = e.start()
+		want := "streaming"
+		if s.committed {
+			want = "switched"
+		}
+		e.waitFor(d, want+" after the crash at "+s.step, time.Minute, func() bool {
+			return e.phase() == want && e.statusField("operation", "outcome") != "running"
+		})
+		if got := e.fenced(e.src); got != s.committed {
+			t.Fatalf("crash at %s: source fenced = %v, want %v", s.step, got, s.committed)
+		}
+		if got := e.fenced(e.dst); got {
+			t.Fatalf("crash at %s: target fenced", s.step)
+		}
+		if s.committed {
+			if strings.TrimSpace(readFile(t, filepath.Join(e.dir, "route"))) != "target" {
+				t.Fatalf("crash at %s: the hook did not route to the target after the roll forward", s.step)
+			}
+			acked := l.snapshot()
+			e.waitReverseCaughtUp(d)
+			l.check(t, e, e.src, "old source after the crash at "+s.step, acked)
+			e.mustCLI("rollback", "--confirm", "crash")
+		} else if s := e.slots(e.dst); s != "" {
+			t.Fatalf("the undone cutover left slots on the target: %s", s)
+		}
+		acked := l.snapshot()
+		e.waitCaughtUp(d)
+		l.check(t, e, e.dst, "target after the crash at "+s.step, acked)
+		t.Logf("crash at %s: recovered to %s", s.step, want)
+	}
+	l.finish(t)
+	e.waitCaughtUp(d)
+	e.stop(d)
+	e.compare()
+}
+
+func (e *env) startEnv(env ...string) *proc {
+	e.t.Helper()
+	cmd := exec.Command(binary, "run", "--config", e.config)
+	cmd.Env = append(os.Environ(), env...)
+	return e.startCmd(cmd)
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}

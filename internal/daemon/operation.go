@@ -1,0 +1,659 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/migrated/migrated/internal/cutover"
+	"github.com/migrated/migrated/internal/hooks"
+	"github.com/migrated/migrated/internal/postgres"
+	"github.com/migrated/migrated/internal/server"
+	"github.com/migrated/migrated/internal/state"
+	"github.com/migrated/migrated/internal/verify"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// FaultEnv names a test-only fault: "crash-before-done:<step>" kills the daemon with SIGKILL
+// after the step's work succeeded and before its journal entry says done, the worst moment for a
+// crash. It exists so the crash-recovery tests can hit every step.
+const FaultEnv = "MIGRATED_FAULT"
+
+// opRun is one cutover or rollback being driven through its journal.
+type opRun struct {
+	*state.Operation
+	op        cutover.Op
+	fencedAt  time.Time
+	fence     postgres.LSN
+	aborting  bool
+	committed bool
+}
+
+func (o *opRun) journal() cutover.Journal {
+	j := cutover.Journal{Op: o.op}
+	for _, e := range o.Journal {
+		j.Entries = append(j.Entries, cutover.Entry{Step: cutover.Step(e.Step), State: cutover.EntryState(e.State)})
+	}
+	return j
+}
+
+// Cutover is the cutover action: judge the preconditions, and unless it is a dry run or refused,
+// move the writes to the target.
+func (d *Daemon) Cutover(ctx context.Context, req server.ActionRequest) (any, error) {
+	return d.operate(ctx, cutover.OpCutover, req)
+}
+
+// Rollback is the rollback action: move the writes back to the old source.
+func (d *Daemon) Rollback(ctx context.Context, req server.ActionRequest) (any, error) {
+	return d.operate(ctx, cutover.OpRollback, req)
+}
+
+func (d *Daemon) operate(ctx context.Context, op cutover.Op, req server.ActionRequest) (any, error) {
+	if err := d.acquire(string(op)); err != nil {
+		return nil, err
+	}
+	defer d.release()
+	ctx = context.WithoutCancel(ctx) // once started, an operation finishes even if the caller goes away
+	plan := server.CutoverPlan{Op: string(op), DryRun: req.DryRun}
+	for _, s := range cutover.Plan[op] {
+		plan.Steps = append(plan.Steps, string(s))
+	}
+	checks := d.preconditions(ctx, op, req)
+	for _, c := range checks {
+		plan.Checks = append(plan.Checks, server.Check{Name: c.Name, OK: c.OK, Detail: c.Detail})
+	}
+	if req.DryRun {
+		return plan, nil
+	}
+	if err := cutover.Allowed(checks); err != nil {
+		msg := err.Error()
+		if op == cutover.OpRollback {
+			msg = strings.Replace(msg, "cutover refused", "rollback refused", 1)
+		}
+		return nil, &server.ActionError{Code: http.StatusConflict, Msg: msg}
+	}
+	phase := state.PhaseCuttingOver
+	if op == cutover.OpRollback {
+		phase = state.PhaseRollingBack
+	}
+	o, err := d.store.BeginOperation(ctx, string(op), phase)
+	if err != nil {
+		return nil, err
+	}
+	d.showPhase(phase, "")
+	run := &opRun{Operation: o, op: op}
+	d.log.Info("operation started", zap.String("op", string(op)), zap.Int64("id", o.ID))
+	err = d.drive(ctx, run)
+	plan.Result = d.operationState(run.Operation, "")
+	if err != nil {
+		return plan, err
+	}
+	return plan, nil
+}
+
+// preconditions gathers the facts and judges them.
+func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.ActionRequest) []cutover.Check {
+	now := time.Now()
+	d.mu.Lock()
+	phase, paused, lag := d.status.Phase, d.paused, d.status.Stream.LagSeconds
+	verifying := d.verifying
+	d.mu.Unlock()
+	if op == cutover.OpRollback {
+		// A rollback is the way out of trouble: no window, lag or verify stands in its way.
+		checks := []cutover.Check{confirmCheck(d.cfg.Name, req.Confirm)}
+		checks = append(checks, cutover.Check{Name: "phase", OK: phase == string(state.PhaseSwitched),
+			Detail: fmt.Sprintf("phase is %s; a rollback starts only in the dual-write phase (switched)", phase)})
+		if paused {
+			checks = append(checks, cutover.Check{Name: "paused", Detail: "the reverse stream is paused; run `migrated resume` first"})
+		}
+		return checks
+	}
+	f := cutover.Facts{
+		Migration: d.cfg.Name, Confirm: req.Confirm, Phase: phase, Force: req.Force,
+		Lag: time.Duration(lag * float64(time.Second)), MaxLag: d.cfg.Cutover.MaxLag.Duration(),
+		VerifyAge: d.cfg.Cutover.VerifyMaxAge.Duration(), Now: now,
+	}
+	f.InWindow, f.WindowErr = d.cfg.Cutover.InWindow(now)
+	if res, ok, err := verify.Last(ctx, d.target, d.cfg.Name); err == nil && ok && !res.FinishedAt.IsZero() {
+		f.VerifiedAt, f.VerifyClean = res.FinishedAt, res.Clean && res.Error == ""
+	}
+	f.ReverseErr = d.probeReverse(ctx)
+	checks := cutover.Preconditions(f)
+	if verifying {
+		checks = append(checks, cutover.Check{Name: "verify", Detail: "a verify is running; wait for it to finish"})
+	}
+	if paused {
+		checks = append(checks, cutover.Check{Name: "paused", Detail: "the stream is paused; run `migrated resume` and let it catch up first"})
+	}
+	return checks
+}
+
+func confirmCheck(name, confirm string) cutover.Check {
+	switch confirm {
+	case name:
+		return cutover.Check{Name: "confirm", OK: true, Detail: "migration " + name}
+	case "":
+		return cutover.Check{Name: "confirm", Detail: "pass --confirm " + name}
+	}
+	return cutover.Check{Name: "confirm", Detail: fmt.Sprintf("--confirm %q does not name this migration (%s); check that you are talking to the right daemon", confirm, name)}
+}
+
+// probeReverse checks that the target can serve the reverse stream: logical WAL, a free slot and
+// sender, and the privileges, as preflight checks the source.
+func (d *Daemon) probeReverse(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, d.dstDSN)
+	if err != nil {
+		return fmt.Errorf("connect to the target: %w", redactErr(err, d.dstDSN))
+	}
+	defer conn.Close(ctx)
+	probs, err := postgres.CheckSource(ctx, conn, d.tables, d.reverseName())
+	if err != nil {
+		return err
+	}
+	if len(probs) > 0 {
+		var msgs []string
+		for _, p := range probs {
+			msgs = append(msgs, "on the target, "+p.String())
+		}
+		return errors.New(strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// loadOperation shows the last operation in status after a restart.
+func (d *Daemon) loadOperation(ctx context.Context) error {
+	o, err := d.store.LastOperation(ctx)
+	if err != nil || o == nil {
+		return err
+	}
+	st := d.operationState(o, "")
+	d.mu.Lock()
+	d.status.Operation = st
+	d.mu.Unlock()
+	return nil
+}
+
+// recoverOperation finishes or undoes an operation that a crash interrupted, as its journal says.
+func (d *Daemon) recoverOperation(ctx context.Context) error {
+	if err := d.acquire("recovery"); err != nil {
+		return err
+	}
+	defer d.release()
+	o, err := d.store.LastOperation(ctx)
+	if err != nil {
+		return err
+	}
+	if o == nil || o.FinishedAt != nil {
+		return nil
+	}
+	run := &opRun{Operation: o, op: cutover.Op(o.Op)}
+	if run.fence, err = postgres.ParseLSN(o.FencePosition); err != nil && o.FencePosition != "" {
+		return err
+	}
+	next, err := cutover.Next(run.journal())
+	if err != nil {
+		return err
+	}
+	d.log.Warn("resuming an interrupted operation", zap.String("op", o.Op), zap.Int64("id", o.ID), zap.Stringer("next", next))
+	err = d.drive(context.WithoutCancel(ctx), run)
+	if _, aborted := errors.AsType[*server.ActionError](err); err != nil && !aborted {
+		return err
+	}
+	return nil
+}
+
+// postCommitAttempts bounds the retries of a step after the point of no return before the daemon
+// gives up and asks the operator to act. Restarting migrated retries again.
+const postCommitAttempts = 5
+
+// drive runs the operation's journal to its end: the next step, again and again, as
+// cutover.Next decides. It returns the error that made the operation abort, if it did.
+func (d *Daemon) drive(ctx context.Context, o *opRun) error {
+	var cause error
+	failures := 0
+	for {
+		next, err := cutover.Next(o.journal())
+		if err != nil {
+			return err
+		}
+		o.aborting, o.committed = next.Aborting, next.Committed
+		d.publishOperation(o, string(next.Step))
+		if next.Finished {
+			return d.finish(ctx, o, next, cause)
+		}
+		budget, cancel := context.WithCancel(ctx)
+		if !next.Committed && !next.Aborting && !o.fencedAt.IsZero() {
+			// Before the commit, the whole write pause is bounded by cutover.timeout.
+			budget, cancel = context.WithDeadline(ctx, o.fencedAt.Add(d.cfg.Cutover.Timeout.Duration()))
+		}
+		err = d.runStep(budget, o, next.Step)
+		cancel()
+		if err == nil {
+			failures = 0
+			continue
+		}
+		d.m.Errors.WithLabelValues("cutover").Inc()
+		if !next.Committed && !next.Aborting {
+			cause = err // Next now aborts
+			d.log.Warn("operation step failed; undoing the operation", zap.String("step", string(next.Step)), zap.Error(err))
+			continue
+		}
+		failures++
+		if failures >= postCommitAttempts {
+			o.Outcome, o.Error = "failed", fmt.Sprintf("%s failed %d times: %v; fix the cause and restart migrated, which retries it", next.Step, failures, err)
+			_ = d.store.SaveOperation(ctx, o.Operation)
+			d.publishOperation(o, string(next.Step))
+			return errors.New(o.Error)
+		}
+		d.log.Warn("operation step failed; retrying", zap.String("step", string(next.Step)), zap.Int("attempt", failures), zap.Error(err))
+		time.Sleep(time.Duration(failures) * time.Second)
+	}
+}
+
+// finish records the end of an operation and the phase it leaves the migration in.
+func (d *Daemon) finish(ctx context.Context, o *opRun, next cutover.Action, cause error) error {
+	phase := state.PhaseSwitched
+	if (o.op == cutover.OpCutover) == next.Aborting {
+		phase = state.PhaseStreaming
+	}
+	o.Outcome = "done"
+	if next.Aborting {
+		o.Outcome = "aborted"
+		if cause != nil {
+			o.Error = cause.Error()
+		} else if o.Error == "" {
+			o.Error = "interrupted by a restart before its commit; undone"
+		}
+		if !o.fencedAt.IsZero() {
+			o.WriteUnavailableSeconds = time.Since(o.fencedAt).Seconds()
+		}
+	}
+	if err := d.store.FinishOperation(ctx, o.Operation, phase); err != nil {
+		return err
+	}
+	d.showPhase(phase, "")
+	d.publishOperation(o, "")
+	d.log.Info("operation finished", zap.String("op", string(o.op)), zap.String("outcome", o.Outcome),
+		zap.Float64("write_unavailable_seconds", o.WriteUnavailableSeconds), zap.String("error", o.Error))
+	if next.Aborting {
+		what := "the source takes writes again and the migration is streaming"
+		if o.op == cutover.OpRollback {
+			what = "the target takes writes again and the reverse stream runs"
+		}
+		return &server.ActionError{Code: http.StatusConflict, Msg: fmt.Sprintf("%s aborted: %s; %s. Nothing was lost.", o.op, o.Error, what)}
+	}
+	return nil
+}
+
+// runStep journals one step around its work.
+func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step) error {
+	if _, err := cutover.Record(o.journal(), cutover.Entry{Step: step, State: cutover.Started}); err != nil {
+		return err
+	}
+	if err := d.store.Journal(ctx, o.Operation, state.JournalEntry{Step: string(step), State: string(cutover.Started)}, ""); err != nil {
+		return err
+	}
+	d.publishOperation(o, string(step))
+	started := time.Now()
+	detail, err := d.stepFunc(step)(ctx, o)
+	secs := time.Since(started).Seconds()
+	o.StepSeconds[string(step)] = secs
+	d.m.CutoverPhaseDuration.WithLabelValues(string(step)).Set(secs)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%s did not finish within cutover.timeout (%s) of the fence: %w", step, d.cfg.Cutover.Timeout, err)
+		}
+		jctx := context.WithoutCancel(ctx)
+		if jerr := d.store.Journal(jctx, o.Operation, state.JournalEntry{Step: string(step), State: string(cutover.Failed), Detail: err.Error()}, ""); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		return err
+	}
+	if f := os.Getenv(FaultEnv); f == "crash-before-done:"+string(step) {
+		d.log.Warn("fault injection: killing the daemon", zap.String("step", string(step)))
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	var phase state.Phase
+	switch step {
+	case cutover.StepCommit:
+		phase = state.PhaseSwitched
+	case cutover.StepRollbackCommit:
+		phase = state.PhaseStreaming
+	}
+	if err := d.store.SaveOperation(ctx, o.Operation); err != nil {
+		return err
+	}
+	if err := d.store.Journal(context.WithoutCancel(ctx), o.Operation, state.JournalEntry{Step: string(step), State: string(cutover.Done), Detail: detail}, phase); err != nil {
+		return err
+	}
+	if phase != "" {
+		d.showPhase(phase, "")
+	}
+	d.log.Info("step done", zap.String("op", string(o.op)), zap.String("step", string(step)), zap.Float64("seconds", secs), zap.String("detail", detail))
+	return nil
+}
+
+// publishOperation shows the operation in status.
+func (d *Daemon) publishOperation(o *opRun, step string) {
+	st := d.operationState(o.Operation, step)
+	d.mu.Lock()
+	d.status.Operation = st
+	d.mu.Unlock()
+}
+
+func (d *Daemon) operationState(o *state.Operation, step string) *server.OperationState {
+	st := &server.OperationState{Op: o.Op, Step: step, Outcome: o.Outcome, StartedAt: o.StartedAt,
+		FencePosition: o.FencePosition, WriteUnavailableSeconds: o.WriteUnavailableSeconds,
+		StepSeconds: map[string]float64{}, Error: o.Error, HookError: o.HookError}
+	for k, v := range o.StepSeconds {
+		st.StepSeconds[k] = v
+	}
+	if o.FinishedAt != nil {
+		st.FinishedAt = *o.FinishedAt
+		st.Step = ""
+	}
+	return st
+}
+
+type stepFunc func(ctx context.Context, o *opRun) (detail string, err error)
+
+func (d *Daemon) stepFunc(s cutover.Step) stepFunc {
+	switch s {
+	case cutover.StepFence:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.fence(ctx, o, d.srcDSN, d.fwd) }
+	case cutover.StepFenceTarget:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.fence(ctx, o, d.dstDSN, d.rev) }
+	case cutover.StepDrain:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.drain(ctx, o, d.fwd) }
+	case cutover.StepDrainReverse:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.drain(ctx, o, d.rev) }
+	case cutover.StepFinalCheck:
+		return d.finalCheck
+	case cutover.StepSequences:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.sequences(ctx, d.srcDSN, d.dstDSN) }
+	case cutover.StepSequencesBack:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.sequences(ctx, d.dstDSN, d.srcDSN) }
+	case cutover.StepReverse:
+		return d.prepareReverse
+	case cutover.StepForward:
+		return d.resumeForward
+	case cutover.StepCommit, cutover.StepRollbackCommit:
+		return d.commit
+	case cutover.StepWritable:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.writable(ctx, o, d.dstDSN) }
+	case cutover.StepSourceWritable:
+		return func(ctx context.Context, o *opRun) (string, error) { return d.writable(ctx, o, d.srcDSN) }
+	case cutover.StepRoute, cutover.StepRouteBack:
+		return d.route
+	case cutover.StepUnfence, cutover.StepUnfenceTarget:
+		return d.undo
+	}
+	return func(context.Context, *opRun) (string, error) {
+		return "", fmt.Errorf("no implementation of step %s", s)
+	}
+}
+
+// connect opens a session to one side.
+func (d *Daemon) connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, redactErr(redactErr(err, d.srcDSN), d.dstDSN)
+	}
+	return conn, nil
+}
+
+func (d *Daemon) side(dsn string) string {
+	if dsn == d.srcDSN {
+		return "source"
+	}
+	return "target"
+}
+
+// fence makes the side that takes writes now read-only, and pushes a heartbeat through the leg
+// so that its stream passes the fence position at once.
+func (d *Daemon) fence(ctx context.Context, o *opRun, dsn string, l *leg) (string, error) {
+	conn, err := d.connect(ctx, dsn)
+	if err != nil {
+		return "", fmt.Errorf("connect to the %s: %w", d.side(dsn), err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	o.fencedAt = time.Now()
+	lsn, killed, err := postgres.Fence(ctx, conn, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	o.fence, o.FencePosition = lsn, lsn.String()
+	if _, err := postgres.Heartbeat(ctx, conn, l.slot); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s fenced at %s; %d application session(s) terminated", d.side(dsn), lsn, killed), nil
+}
+
+// drain waits until the leg has durably applied everything up to the fence, then stops it.
+func (d *Daemon) drain(ctx context.Context, o *opRun, l *leg) (string, error) {
+	if o.fence == 0 {
+		return "", errors.New("no fence position recorded")
+	}
+	w := d.currentWork()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for l.Applied() < o.fence {
+		var done chan struct{}
+		if w != nil {
+			done = w.done
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("the %s stream did not reach the fence position %s in time (applied %s); find what slows apply (migrated status, the target's locks) and try again: %w",
+				l.direction, o.fence, l.Applied(), ctx.Err())
+		case <-done:
+			return "", fmt.Errorf("the %s stream stopped before reaching the fence position %s: %v", l.direction, o.fence, w.err)
+		case <-tick.C:
+		}
+	}
+	if err := d.stopWork(ctx); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("applied %s ≥ fence %s", l.Applied(), o.fence), nil
+}
+
+// finalCheck compares exact row counts of every table on both sides, now that nothing moves.
+func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
+	var src, dst map[string]int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		conn, err := d.connect(gctx, d.srcDSN)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.WithoutCancel(gctx))
+		src, err = postgres.CountRows(gctx, conn, d.tables)
+		return err
+	})
+	g.Go(func() error {
+		conn, err := d.connect(gctx, d.dstDSN)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.WithoutCancel(gctx))
+		dst, err = postgres.CountRows(gctx, conn, d.tables)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return "", err
+	}
+	var diffs []string
+	var rows int64
+	for t, n := range src {
+		rows += n
+		if dst[t] != n {
+			diffs = append(diffs, fmt.Sprintf("%s: source %d rows, target %d", t, n, dst[t]))
+		}
+	}
+	if len(diffs) > 0 {
+		return "", fmt.Errorf("row counts differ after the drain: %s; run `migrated verify` to find the rows", strings.Join(diffs, "; "))
+	}
+	return fmt.Sprintf("%d tables, %d rows, equal on both sides", len(src), rows), nil
+}
+
+// sequences moves every sequence on the side taking writes next past the other side's values.
+func (d *Daemon) sequences(ctx context.Context, fromDSN, toDSN string) (string, error) {
+	from, err := d.connect(ctx, fromDSN)
+	if err != nil {
+		return "", err
+	}
+	defer from.Close(context.WithoutCancel(ctx))
+	to, err := d.connect(ctx, toDSN)
+	if err != nil {
+		return "", err
+	}
+	defer to.Close(context.WithoutCancel(ctx))
+	set, err := postgres.SyncSequences(ctx, from, to, d.cfg.Cutover.SequenceGap)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d sequence(s) moved past the %s's values", len(set), d.side(fromDSN)), nil
+}
+
+// prepareReverse creates the reverse stream's publication and slot on the target, before the
+// target takes any write, and records where the stream starts on the source.
+func (d *Daemon) prepareReverse(ctx context.Context, o *opRun) (string, error) {
+	store, err := d.sourceStore(ctx)
+	if err != nil {
+		return "", err
+	}
+	conn, err := d.connect(ctx, d.dstDSN)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := postgres.DropSlot(ctx, conn, d.reverseName()); err != nil {
+		return "", err
+	}
+	if err := postgres.EnsurePublication(ctx, conn, d.reverseName(), d.tables); err != nil {
+		return "", err
+	}
+	start, err := postgres.CreateStreamSlot(ctx, d.dstDSN, d.reverseName())
+	if err != nil {
+		return "", redactErr(err, d.dstDSN)
+	}
+	if err := store.SetPosition(ctx, reverse, start.String()); err != nil {
+		return "", err
+	}
+	d.rev.applied.Store(uint64(start))
+	return fmt.Sprintf("reverse slot %s starts at %s", d.reverseName(), start), nil
+}
+
+// resumeForward creates a fresh forward slot on the source, which is fenced and drained, and
+// records where the forward stream starts.
+func (d *Daemon) resumeForward(ctx context.Context, o *opRun) (string, error) {
+	conn, err := d.connect(ctx, d.srcDSN)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := postgres.DropSlot(ctx, conn, d.slotName()); err != nil {
+		return "", err
+	}
+	if err := postgres.EnsurePublication(ctx, conn, d.pubName(), d.tables); err != nil {
+		return "", err
+	}
+	start, err := postgres.CreateStreamSlot(ctx, d.srcDSN, d.slotName())
+	if err != nil {
+		return "", redactErr(err, d.srcDSN)
+	}
+	if err := d.store.SetPosition(ctx, forward, start.String()); err != nil {
+		return "", err
+	}
+	if err := d.store.ClearSkipBefore(ctx); err != nil {
+		return "", err
+	}
+	d.fwd.applied.Store(uint64(start))
+	return fmt.Sprintf("forward slot %s starts at %s", d.slotName(), start), nil
+}
+
+// commit is the point of no return; runStep records it together with the new phase. A rollback
+// also invalidates the last verify: rows moved both ways since.
+func (d *Daemon) commit(ctx context.Context, o *opRun) (string, error) {
+	if o.op == cutover.OpRollback {
+		if err := verify.Invalidate(ctx, d.target, d.cfg.Name, "rolled back; verify again before the next cutover"); err != nil {
+			return "", err
+		}
+	}
+	return "committed", nil
+}
+
+// writable lifts the fence on the side that takes writes from now on, and closes the write pause.
+func (d *Daemon) writable(ctx context.Context, o *opRun, dsn string) (string, error) {
+	conn, err := d.connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := postgres.Unfence(ctx, conn); err != nil {
+		return "", err
+	}
+	if !o.fencedAt.IsZero() {
+		o.WriteUnavailableSeconds = time.Since(o.fencedAt).Seconds()
+		d.m.CutoverWriteUnavailable.Set(o.WriteUnavailableSeconds)
+	}
+	return fmt.Sprintf("%s writable", d.side(dsn)), nil
+}
+
+// route drops the stream that no longer runs, so the side it reads from stops retaining WAL,
+// and runs the routing hooks. A hook failure does not undo anything: the switch is done, and
+// the operator is told to route by hand.
+func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
+	// The forward publication stays: a rollback streams forward again through it.
+	old, oldSlot, oldPub := d.srcDSN, d.slotName(), ""
+	writable, fenced := d.cfg.Target, d.cfg.Source
+	if o.op == cutover.OpRollback {
+		old, oldSlot, oldPub = d.dstDSN, d.reverseName(), d.reverseName()
+		writable, fenced = d.cfg.Source, d.cfg.Target
+	}
+	if err := d.dropStream(ctx, old, oldSlot, oldPub); err != nil {
+		return "", err
+	}
+	side := "target"
+	if o.op == cutover.OpRollback {
+		side = "source"
+	}
+	f := hooks.Facts{Migration: d.cfg.Name, Op: string(o.op), Writable: side, WritableEngine: writable.Engine,
+		WritableDSN: writable.Redacted(), FencedDSN: fenced.Redacted(), FencePosition: o.FencePosition,
+		WriteUnavailableSeconds: o.WriteUnavailableSeconds, At: time.Now()}
+	if err := hooks.Run(ctx, d.cfg.Cutover.Hooks, f); err != nil {
+		o.HookError = err.Error()
+		d.log.Error("routing hook failed; route the application by hand", zap.Error(err))
+		return "hook failed: " + err.Error(), nil
+	}
+	return "routed", nil
+}
+
+// undo returns the system to where it was before an operation that aborted before its commit:
+// the stream prepared for the other direction is dropped and the fenced side is writable again.
+func (d *Daemon) undo(ctx context.Context, o *opRun) (string, error) {
+	fenced, other, slot, pub := d.srcDSN, d.dstDSN, d.reverseName(), d.reverseName()
+	if o.op == cutover.OpRollback {
+		fenced, other, slot, pub = d.dstDSN, d.srcDSN, d.slotName(), ""
+	}
+	if err := d.dropStream(ctx, other, slot, pub); err != nil {
+		return "", err
+	}
+	fc, err := d.connect(ctx, fenced)
+	if err != nil {
+		return "", err
+	}
+	defer fc.Close(context.WithoutCancel(ctx))
+	if err := postgres.Unfence(ctx, fc); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s unfenced", d.side(fenced)), nil
+}

@@ -1,0 +1,225 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/migrated/migrated/internal/schema"
+)
+
+// AppName is the application_name of every session migrated opens. A fence spares these
+// sessions, and an operator can tell them apart in pg_stat_activity.
+const AppName = "migrated"
+
+// sessionOptions keep migrated's own sessions writable on a fenced database: a fence changes
+// the database's default, and a client's startup options take precedence over it.
+const sessionOptions = "-c default_transaction_read_only=off"
+
+// SessionDSN returns dsn with migrated's application_name and session options added, for every
+// connection migrated makes (libpq tools such as pg_dump accept the same keywords). A keyword
+// DSN that sets options itself is refused: both cannot be honoured.
+func SessionDSN(dsn string) (string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", errors.New("the DSN is not a valid URL")
+		}
+		q := u.Query()
+		if q.Get("application_name") == "" {
+			q.Set("application_name", AppName)
+		}
+		q.Set("options", strings.TrimSpace(q.Get("options")+" "+sessionOptions))
+		// Spaces as %20: libpq and pgx do not read "+" in a URL as a space.
+		u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+		return u.String(), nil
+	}
+	for _, field := range strings.Fields(dsn) {
+		if strings.HasPrefix(field, "options=") {
+			return "", errors.New("the DSN sets options, which migrated needs to set itself; move those settings to ALTER ROLE ... SET")
+		}
+	}
+	out := dsn + " options='" + sessionOptions + "'"
+	if !strings.Contains(dsn, "application_name=") {
+		out += " application_name=" + AppName
+	}
+	return out, nil
+}
+
+// Fence makes conn's database read-only for the application: new sessions default to read-only
+// transactions, and every existing client session other than migrated's own is terminated, and
+// waited for, so that no commit can land after the returned position. It is idempotent.
+//
+// A session that sets default_transaction_read_only or transaction_read_only off itself can still
+// write, as can a superuser who does; the runbook says to check pg_stat_activity for such roles.
+func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, error) {
+	db, err := currentDatabase(ctx, conn)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+quote(db)+" SET default_transaction_read_only = on"); err != nil {
+		return 0, 0, fmt.Errorf("fence database %s (ALTER DATABASE ... SET default_transaction_read_only = on): %w; the migrated role must own the database or be a superuser", db, err)
+	}
+	killed := map[int32]bool{}
+	deadline := time.Now().Add(wait)
+	for {
+		// Sessions that started before the ALTER committed still default to writable.
+		var pids []int32
+		err := conn.QueryRow(ctx, `SELECT coalesce(array_agg(pid) FILTER (WHERE pg_terminate_backend(pid)), '{}')
+		  FROM pg_stat_activity
+		  WHERE datname = current_database() AND backend_type = 'client backend'
+		    AND pid <> pg_backend_pid() AND application_name NOT LIKE $1`, AppName+"%").Scan(&pids)
+		if err != nil {
+			return 0, len(killed), fmt.Errorf("terminate application sessions on %s: %w; the migrated role needs pg_signal_backend", db, err)
+		}
+		left := len(pids)
+		if left == 0 {
+			break
+		}
+		for _, p := range pids {
+			killed[p] = true
+		}
+		if time.Now().After(deadline) {
+			return 0, len(killed), fmt.Errorf("%d application session(s) on %s did not exit within %s of being terminated", left, db, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, len(killed), ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	var pos string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&pos); err != nil {
+		return 0, len(killed), fmt.Errorf("read the fence position: %w", err)
+	}
+	lsn, err := ParseLSN(pos)
+	return lsn, len(killed), err
+}
+
+// Unfence lifts Fence: new sessions are writable again. Application sessions still open began
+// under the fence and keep its read-only default for their lifetime, so they are terminated too:
+// pools reconnect, and the new sessions can write. It is idempotent.
+func Unfence(ctx context.Context, conn *pgx.Conn) error {
+	db, err := currentDatabase(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+quote(db)+" RESET default_transaction_read_only"); err != nil {
+		return fmt.Errorf("unfence database %s (ALTER DATABASE ... RESET default_transaction_read_only): %w", db, err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+	  WHERE datname = current_database() AND backend_type = 'client backend'
+	    AND pid <> pg_backend_pid() AND application_name NOT LIKE $1`, AppName+"%"); err != nil {
+		return fmt.Errorf("end the read-only application sessions on %s: %w; the migrated role needs pg_signal_backend", db, err)
+	}
+	return nil
+}
+
+// Fenced reports whether conn's database is fenced.
+func Fenced(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	var n int
+	err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+	  WHERE d.datname = current_database() AND s.setrole = 0
+	    AND 'default_transaction_read_only=on' = ANY (s.setconfig)`).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("read the fence state: %w", err)
+	}
+	return n > 0, nil
+}
+
+func currentDatabase(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var db string
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+		return "", fmt.Errorf("read the database name: %w", err)
+	}
+	return db, nil
+}
+
+// SequenceSet is one sequence moved forward by SyncSequences.
+type SequenceSet struct {
+	Name     string
+	From, To int64
+}
+
+// SyncSequences sets every sequence on to that also exists on from past from's value, by gap
+// increments, so that the side taking writes next never hands out an id the other side already
+// used. A sequence is never moved backwards; one never used on from is left alone.
+func SyncSequences(ctx context.Context, from, to *pgx.Conn, gap int64) ([]SequenceSet, error) {
+	const q = `SELECT format('%I.%I', schemaname, sequencename), last_value, increment_by
+	  FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog', 'information_schema', '_migrated')`
+	type seq struct {
+		last *int64
+		inc  int64
+	}
+	read := func(conn *pgx.Conn) (map[string]seq, error) {
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("read sequences: %w", err)
+		}
+		out := map[string]seq{}
+		var name string
+		var s seq
+		_, err = pgx.ForEachRow(rows, []any{&name, &s.last, &s.inc}, func() error {
+			out[name] = s
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read sequences: %w", err)
+		}
+		return out, nil
+	}
+	src, err := read(from)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := read(to)
+	if err != nil {
+		return nil, err
+	}
+	var set []SequenceSet
+	for name, s := range src {
+		d, ok := dst[name]
+		if !ok || s.last == nil {
+			continue
+		}
+		want := *s.last + gap*s.inc
+		if d.last != nil && ((s.inc > 0 && *d.last >= want) || (s.inc < 0 && *d.last <= want)) {
+			continue
+		}
+		if _, err := to.Exec(ctx, "SELECT setval($1::regclass, $2, true)", name, want); err != nil {
+			return set, fmt.Errorf("set sequence %s to %d: %w", name, want, err)
+		}
+		var old int64
+		if d.last != nil {
+			old = *d.last
+		}
+		set = append(set, SequenceSet{Name: name, From: old, To: want})
+	}
+	return set, nil
+}
+
+// CountRows counts the rows of each root table (a root's count covers its partitions).
+func CountRows(ctx context.Context, conn *pgx.Conn, tables []*schema.Table) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, t := range Roots(tables) {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+ident(t.ID)).Scan(&n); err != nil {
+			return nil, fmt.Errorf("count rows of %s: %w", ident(t.ID), err)
+		}
+		out[t.ID.Schema+"."+t.ID.Name] = n
+	}
+	return out, nil
+}
+
+// CurrentLSN returns the server's current WAL insert position.
+func CurrentLSN(ctx context.Context, conn *pgx.Conn) (LSN, error) {
+	var pos string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&pos); err != nil {
+		return 0, fmt.Errorf("read the WAL position: %w", err)
+	}
+	return ParseLSN(pos)
+}
