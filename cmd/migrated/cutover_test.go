@@ -383,3 +383,54 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestPauseResumeCancel pauses the stream (the target stops moving while the source writes),
+// resumes it (it catches up), then cancels the migration: slot and publication leave the source.
+func TestPauseResumeCancel(t *testing.T) {
+	e := newEnv(t, "pause")
+	seed(t, e.src, 300)
+	seedLedger(t, e)
+	d := e.start()
+	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	e.waitCaughtUp(d)
+	out := e.mustCLI("pause")
+	if e.statusField("paused") != true || !strings.Contains(out, "paused") {
+		t.Fatalf("after pause: status paused = %v:\n%s", e.statusField("paused"), out)
+	}
+	if out, code := e.cli("cutover", "--confirm", "pause", "--force"); code == 0 || !strings.Contains(out, "paused") {
+		t.Errorf("cutover while paused: exit %d, want a refusal naming the pause:\n%s", code, out)
+	}
+	e.exec(e.src, `INSERT INTO public.ledger (worker, n, side) SELECT -2, n, 'source' FROM generate_series(1, 100) n`)
+	time.Sleep(time.Second)
+	conn := e.connect(e.dst)
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM public.ledger WHERE worker = -2`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the paused stream applied %d rows (%v)", n, err)
+	}
+	conn.Close(context.Background())
+	e.mustCLI("resume")
+	e.waitCaughtUp(d)
+	e.compare()
+
+	if out, code := e.cli("cancel"); code == 0 {
+		t.Fatalf("cancel without --confirm succeeded:\n%s", out)
+	}
+	e.mustCLI("cancel", "--confirm", "pause")
+	if e.phase() != "cancelled" || e.slots(e.src) != "" {
+		t.Fatalf("after cancel: phase %s, slots %q", e.phase(), e.slots(e.src))
+	}
+	src := e.connect(e.src)
+	defer src.Close(context.Background())
+	var pubs int
+	if err := src.QueryRow(context.Background(), `SELECT count(*) FROM pg_publication`).Scan(&pubs); err != nil || pubs != 0 {
+		t.Fatalf("publications left on the source after cancel: %d (%v)", pubs, err)
+	}
+	e.stop(d)
+	// A restart of a cancelled migration stays cancelled and streams nothing.
+	d = e.start()
+	e.waitFor(d, "cancelled after a restart", time.Minute, func() bool { return e.phase() == "cancelled" })
+	if s := e.slots(e.src); s != "" {
+		t.Fatalf("a restart of a cancelled migration made slots: %s", s)
+	}
+	e.stop(d)
+}

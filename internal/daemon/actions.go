@@ -81,8 +81,16 @@ func (d *Daemon) Cancel(ctx context.Context, req server.ActionRequest) (any, err
 	if req.Confirm != d.cfg.Name {
 		return nil, conflict("cancel refused: pass --confirm %s", d.cfg.Name)
 	}
-	switch p := d.phase(); state.Phase(p) {
-	case state.PhaseSnapshotting, state.PhaseStreaming, state.PhaseFailed, "starting":
+	p := state.Phase(d.phase())
+	if p == state.PhaseFailed {
+		mig, err := d.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p = mig.FailedIn
+	}
+	switch p {
+	case state.PhaseSnapshotting, state.PhaseStreaming, "":
 	default:
 		return nil, conflict("cancel refused: phase is %s; cancel abandons a migration before its cutover (after it, use rollback, then cancel; or complete)", p)
 	}

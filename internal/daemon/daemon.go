@@ -199,7 +199,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.rev = &leg{direction: reverse, fromDSN: d.dstDSN, toDSN: d.srcDSN, slot: d.reverseName(), pub: d.reverseName(), status: &server.StreamState{}}
 
 	if _, err := d.store.Load(ctx); errors.Is(err, state.ErrNotFound) {
-		if err := d.start(ctx); err != nil {
+		// The first copy runs as the phase's work, so that cancel can stop it.
+		if err := d.runWork(ctx, d.start); err != nil && !errors.Is(err, errStopped) {
 			// Once the migration is recorded, a copy cut short by the network resumes below.
 			if _, lerr := d.store.Load(ctx); lerr != nil || !isConnectionError(err) {
 				return d.fail(ctx, state.PhaseSnapshotting, "snapshot", err)

@@ -18,7 +18,7 @@ var Phases = []string{
 	"cutting-over",
 	"switched",
 	"completed",
-	"rolled-back",
+	"rolling-back",
 	"cancelled",
 	"failed",
 }

@@ -92,8 +92,10 @@ func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, e
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	// The insert position, not the write position: with synchronous_commit off, a commit is
+	// acknowledged before its WAL is written, and it must still fall before the fence.
 	var pos string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&pos); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&pos); err != nil {
 		return 0, len(killed), fmt.Errorf("read the fence position: %w", err)
 	}
 	lsn, err := ParseLSN(pos)

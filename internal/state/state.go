@@ -26,7 +26,6 @@ const (
 	PhaseRollingBack  Phase = "rolling-back"
 	PhaseSwitched     Phase = "switched"
 	PhaseCompleted    Phase = "completed"
-	PhaseRolledBack   Phase = "rolled-back"
 	PhaseCancelled    Phase = "cancelled"
 	PhaseFailed       Phase = "failed"
 )
