@@ -13,21 +13,24 @@ import (
 )
 
 // cutoverConfig writes the config of the cutover tests: a hook that routes the ledger, a
-// cutover timeout and an optional maintenance window.
-func (e *env) cutoverConfig(timeout, window string) {
+// cutover timeout and an optional maintenance window. max-lag is generous, so that a busy test
+// machine does not refuse cutovers, except where a test sets it.
+func (e *env) cutoverConfig(timeout, window string) { e.cutoverConfigLag(timeout, window, "30s") }
+
+func (e *env) cutoverConfigLag(timeout, window, maxLag string) {
 	w := ""
 	if window != "" {
 		w = fmt.Sprintf("\n  window: %q", window)
 	}
 	e.writeConfig(fmt.Sprintf(`cutover:
-  max-lag: 3s
+  max-lag: %s
   timeout: %s
   verify-max-age: 1h%s
   hooks:
     exec: ["/bin/sh", "-c", "echo $MIGRATED_WRITABLE > %s/route"]
 verify:
   chunk-rows: 500
-`, timeout, w, e.dir))
+`, maxLag, timeout, w, e.dir))
 }
 
 // cli runs a migrated subcommand against this env's daemon.
@@ -259,7 +262,7 @@ func TestCutoverDrainTimeout(t *testing.T) {
 	e := newEnv(t, "stall")
 	seed(t, e.src, 500)
 	seedLedger(t, e)
-	e.cutoverConfig("2s", "")
+	e.cutoverConfigLag("2s", "", "3s")
 	d := e.start()
 	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
 	l := startLedger(t, e, 2)
@@ -276,10 +279,21 @@ func TestCutoverDrainTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := e.cli("cutover", "--confirm", "stall", "--force")
-	_ = tx.Rollback(ctx)
 	if code == 0 || !strings.Contains(out, "fence position") || !strings.Contains(out, "aborted") {
 		t.Fatalf("cutover with a stalled apply: exit %d, want an aborted drain:\n%s", code, out)
 	}
+	// With apply still stalled, lag grows past cutover.max-lag and the cutover is refused.
+	e.waitFor(d, "lag above max-lag", time.Minute, func() bool {
+		lag, _ := e.statusField("stream", "lag_seconds").(float64)
+		return lag > 3.5
+	})
+	if out, code := e.cli("cutover", "--confirm", "stall", "--force"); code == 0 || !strings.Contains(out, "cutover.max-lag") {
+		t.Errorf("cutover with lag above max-lag: exit %d, want a refusal naming the lag:\n%s", code, out)
+	}
+	if e.fenced(e.src) {
+		t.Fatal("the refused cutover fenced the source")
+	}
+	_ = tx.Rollback(ctx)
 	if e.fenced(e.src) {
 		t.Fatal("the source is still fenced after the aborted cutover")
 	}
