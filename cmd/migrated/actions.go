@@ -152,10 +152,11 @@ new snapshot. The daemon refuses it, and says why, in a phase where it would not
 func pauseCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "pause",
-		Short: "Pause the copy and the change stream; nothing is lost",
-		Long: `pause stops the migration's work on the target, the copy or the change stream, to take load
-off the databases. Nothing is lost: the source keeps its WAL from the last confirmed position.
-But the source's disk use and the lag grow until ` + "`migrated resume`" + `.`,
+		Short: "Pause the change stream; nothing is lost",
+		Long: `pause stops the running change stream (forward while streaming, reverse while switched) at
+its last checkpoint, to take load off the databases. Nothing is lost: the sending side keeps its
+WAL from the last confirmed position. But its disk use and the lag grow until ` + "`migrated resume`" + `
+or a restart of the daemon, which also resumes. A cutover or rollback is refused while paused.`,
 		Example: "  migrated pause\n  migrated resume",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -168,7 +169,7 @@ func resumeCmd(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:     "resume",
 		Short:   "Resume a paused migration",
-		Long:    "resume restarts the copy or the change stream stopped by `migrated pause`, from where it stopped.",
+		Long:    "resume restarts the change stream stopped by `migrated pause`, from its last checkpoint.",
 		Example: "  migrated resume",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -416,6 +417,8 @@ func printPlan(w io.Writer, plan server.CutoverPlan) {
 		took := "not run"
 		sec, ok := res.StepSeconds[s]
 		switch {
+		case s == res.FailedStep:
+			took, stopped = fmt.Sprintf("failed after %.3fs", sec), true
 		case ok:
 			took = fmt.Sprintf("%.3fs", sec)
 		case s == res.Step && res.Outcome == "running":

@@ -116,8 +116,16 @@ func (d *Daemon) Complete(ctx context.Context, req server.ActionRequest) (any, e
 	if req.Confirm != d.cfg.Name {
 		return nil, conflict("complete refused: pass --confirm %s", d.cfg.Name)
 	}
-	if p := d.phase(); p != string(state.PhaseSwitched) {
-		return nil, conflict("complete refused: phase is %s; complete ends the dual-write phase (switched) after a cutover", p)
+	p := state.Phase(d.phase())
+	if p == state.PhaseFailed {
+		mig, err := d.store.Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p = mig.FailedIn // a reverse stream that broke for good can still be completed
+	}
+	if p != state.PhaseSwitched {
+		return nil, conflict("complete refused: phase is %s; complete ends the dual-write phase (switched) after a cutover", d.phase())
 	}
 	if err := d.stopWork(ctx); err != nil {
 		return nil, err

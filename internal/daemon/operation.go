@@ -113,7 +113,7 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 		if paused {
 			checks = append(checks, cutover.Check{Name: "paused", Detail: "the reverse stream is paused; run `migrated resume` first"})
 		}
-		return checks
+		return append(checks, d.fenceCheck(ctx))
 	}
 	f := cutover.Facts{
 		Migration: d.cfg.Name, Confirm: req.Confirm, Phase: phase, Force: req.Force,
@@ -126,6 +126,7 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 	}
 	f.ReverseErr = d.probeReverse(ctx)
 	checks := cutover.Preconditions(f)
+	checks = append(checks, d.fenceCheck(ctx))
 	if verifying {
 		checks = append(checks, cutover.Check{Name: "verify", Detail: "a verify is running; wait for it to finish"})
 	}
@@ -145,6 +146,27 @@ func confirmCheck(name, confirm string) cutover.Check {
 	return cutover.Check{Name: "confirm", Detail: fmt.Sprintf("--confirm %q does not name this migration (%s); check that you are talking to the right daemon", confirm, name)}
 }
 
+// fenceCheck tells whether migrated's roles can fence and unfence both sides: a cutover fences
+// the source and opens the target, a rollback the other way round.
+func (d *Daemon) fenceCheck(ctx context.Context) cutover.Check {
+	var problems []string
+	for _, dsn := range []string{d.srcDSN, d.dstDSN} {
+		conn, err := d.connect(ctx, dsn)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("connect to the %s: %v", d.side(dsn), err))
+			continue
+		}
+		if err := postgres.CheckFence(ctx, conn); err != nil {
+			problems = append(problems, "on the "+d.side(dsn)+", "+err.Error())
+		}
+		conn.Close(ctx)
+	}
+	if len(problems) > 0 {
+		return cutover.Check{Name: "fence", Detail: strings.Join(problems, "; ")}
+	}
+	return cutover.Check{Name: "fence", OK: true, Detail: "both sides can be fenced and opened"}
+}
+
 // probeReverse checks that the target can serve the reverse stream: logical WAL, a free slot and
 // sender, and the privileges, as preflight checks the source.
 func (d *Daemon) probeReverse(ctx context.Context) error {
@@ -160,7 +182,8 @@ func (d *Daemon) probeReverse(ctx context.Context) error {
 	if len(probs) > 0 {
 		var msgs []string
 		for _, p := range probs {
-			msgs = append(msgs, "on the target, "+p.String())
+			// The checks are written for a source: here the target is the reverse stream's source.
+			msgs = append(msgs, "target (as the reverse stream's source): "+p.String())
 		}
 		return errors.New(strings.Join(msgs, "; "))
 	}
@@ -355,6 +378,11 @@ func (d *Daemon) operationState(o *state.Operation, step string) *server.Operati
 		StepSeconds: map[string]float64{}, Error: o.Error, HookError: o.HookError}
 	for k, v := range o.StepSeconds {
 		st.StepSeconds[k] = v
+	}
+	for _, e := range o.Journal {
+		if e.State == string(cutover.Failed) {
+			st.FailedStep = e.Step
+		}
 	}
 	if o.FinishedAt != nil {
 		st.FinishedAt = *o.FinishedAt
@@ -621,6 +649,9 @@ func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 	}
 	if err := d.dropStream(ctx, old, oldSlot, oldPub); err != nil {
 		return "", err
+	}
+	if o.op == cutover.OpCutover {
+		d.m.SourceSlotRetainedBytes.Set(0) // the forward slot is gone
 	}
 	side := "target"
 	if o.op == cutover.OpRollback {

@@ -216,7 +216,11 @@ func (d *Daemon) checkSlotBehind(ctx context.Context, l *leg, resume postgres.LS
 	var confirmed *string
 	err = src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, l.slot).Scan(&confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fatalError{fmt.Errorf("replication slot %s is gone, so the %s changes since the checkpoint are lost to the stream; cancel the migration and start again", l.slot, l.direction)}
+		next := "cancel the migration and start again"
+		if l.direction == reverse {
+			next = "the old source can no longer follow the target: run `migrated complete` to end the migration (the target keeps every write), or copy the target back with a new migration"
+		}
+		return fatalError{fmt.Errorf("replication slot %s is gone, so the %s changes since the checkpoint are lost to the stream; %s", l.slot, l.direction, next)}
 	}
 	if err != nil || confirmed == nil {
 		return err

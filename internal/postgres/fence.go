@@ -71,8 +71,7 @@ func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, e
 		var pids []int32
 		err := conn.QueryRow(ctx, `SELECT coalesce(array_agg(pid) FILTER (WHERE pg_terminate_backend(pid)), '{}')
 		  FROM pg_stat_activity
-		  WHERE datname = current_database() AND backend_type = 'client backend'
-		    AND pid <> pg_backend_pid() AND application_name NOT LIKE $1`, AppName+"%").Scan(&pids)
+		  WHERE `+appSessions, AppName+"%").Scan(&pids)
 		if err != nil {
 			return 0, len(killed), fmt.Errorf("terminate application sessions on %s: %w; the migrated role needs pg_signal_backend", db, err)
 		}
@@ -102,6 +101,42 @@ func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, e
 	return lsn, len(killed), err
 }
 
+// appSessions selects the application sessions of the current database in pg_stat_activity: every
+// client session but migrated's own. A role without pg_read_all_stats sees other roles' sessions
+// with most columns NULL, backend_type and application_name included; those count as
+// application sessions, so a fence never skips one silently. $1 is AppName+"%".
+const appSessions = `datname = current_database() AND pid <> pg_backend_pid()
+	AND (backend_type = 'client backend' OR backend_type IS NULL)
+	AND coalesce(application_name, '') NOT LIKE $1`
+
+// CheckFence reports why the role of conn could not fence its database, or nil if it can: it
+// must own the database (or be a superuser) to ALTER DATABASE, and be allowed to terminate the
+// application's sessions.
+func CheckFence(ctx context.Context, conn *pgx.Conn) error {
+	var super, owner, signal bool
+	var user, db string
+	err := conn.QueryRow(ctx, `SELECT r.rolsuper, pg_has_role(d.datdba, 'MEMBER'), pg_has_role('pg_signal_backend', 'MEMBER'),
+	    current_user, current_database()
+	  FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()`).Scan(&super, &owner, &signal, &user, &db)
+	if err != nil {
+		return fmt.Errorf("read the role's privileges: %w", err)
+	}
+	if super {
+		return nil
+	}
+	var missing []string
+	if !owner {
+		missing = append(missing, fmt.Sprintf("own database %s (ALTER DATABASE %s OWNER TO %s)", db, quote(db), quote(user)))
+	}
+	if !signal {
+		missing = append(missing, fmt.Sprintf("terminate sessions (GRANT pg_signal_backend TO %s)", quote(user)))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("role %s cannot fence %s: it must %s", user, db, strings.Join(missing, " and "))
+	}
+	return nil
+}
+
 // Unfence lifts Fence: new sessions are writable again. Application sessions still open began
 // under the fence and keep its read-only default for their lifetime, so they are terminated too:
 // pools reconnect, and the new sessions can write. It is idempotent.
@@ -114,8 +149,7 @@ func Unfence(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("unfence database %s (ALTER DATABASE ... RESET default_transaction_read_only): %w", db, err)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-	  WHERE datname = current_database() AND backend_type = 'client backend'
-	    AND pid <> pg_backend_pid() AND application_name NOT LIKE $1`, AppName+"%"); err != nil {
+	  WHERE `+appSessions, AppName+"%"); err != nil {
 		return fmt.Errorf("end the read-only application sessions on %s: %w; the migrated role needs pg_signal_backend", db, err)
 	}
 	return nil

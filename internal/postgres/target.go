@@ -77,7 +77,11 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 	}
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		conn.Close(ctx)
-		return nil, fmt.Errorf("set session_replication_role on the target: %w; run migrated as a superuser on the target, or GRANT SET ON PARAMETER session_replication_role TO the migrated role", err)
+		side := "target"
+		if stream == "reverse" {
+			side = "old source (which the reverse stream writes to)"
+		}
+		return nil, fmt.Errorf("set session_replication_role on the %s: %w; run migrated as a superuser there, or GRANT SET ON PARAMETER session_replication_role TO the migrated role", side, err)
 	}
 	t := &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}, sqls: sqlCache{}, compactable: map[cdc.TableID]bool{}}
 	rows, err := conn.Query(ctx, compactableSQL)

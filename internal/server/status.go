@@ -80,7 +80,9 @@ type OperationState struct {
 	// WriteUnavailableSeconds is the time from the fence to the new side writable; for an
 	// aborted operation, from the fence to the unfence.
 	WriteUnavailableSeconds float64 `json:"write_unavailable_seconds,omitempty"`
-	// StepSeconds is how long each finished step took.
+	// FailedStep is the step whose failure aborted the operation, if one did.
+	FailedStep string `json:"failed_step,omitempty"`
+	// StepSeconds is how long each step took, the failed one included.
 	StepSeconds map[string]float64 `json:"step_seconds,omitempty"`
 	// Error says why the operation aborted or failed, and what to do next.
 	Error string `json:"error,omitempty"`

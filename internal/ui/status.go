@@ -31,8 +31,10 @@ type RenderOptions struct {
 }
 
 // RenderStatus writes s for a person at a terminal: the migration and its phase, any error
-// first, the snapshot's progress with a bar per table while it is copying, then the change
-// stream's positions, lag and throughput. Write errors are ignored, as for fmt.Print.
+// first (and a routing hook that failed), the snapshot's progress with a bar per table while it
+// is copying, the change stream's positions, lag and throughput, the reverse stream of the
+// dual-write phase, then the last verify and the running or last cutover or rollback. Write
+// errors are ignored, as for fmt.Print.
 func RenderStatus(w io.Writer, s server.Status, opts RenderOptions) {
 	if opts.Width <= 0 {
 		opts.Width = 80
@@ -44,6 +46,9 @@ func RenderStatus(w io.Writer, s server.Status, opts RenderOptions) {
 	r.header(s)
 	r.snapshot(s)
 	r.stream(s)
+	r.reverse(s)
+	r.verify(s)
+	r.operation(s)
 	_, _ = io.WriteString(w, r.b.String())
 }
 
@@ -78,21 +83,26 @@ func (r *renderer) header(s server.Status) {
 		phase += "  " + r.style("PAUSED", ansiBold, ansiYellow)
 	}
 	r.line("phase", phase)
+	// Errors come right after the phase, wrapped to the width, so they cannot be missed.
 	if s.Error != "" {
-		// The error comes right after the phase, wrapped to the width, so it cannot be missed.
-		for i, l := range wrap(s.Error, max(r.opts.Width-labelWidth, 20)) {
-			label := ""
-			if i == 0 {
-				label = r.style("ERROR", ansiBold, ansiRed)
-				label += strings.Repeat(" ", labelWidth-len("ERROR"))
-			} else {
-				label = strings.Repeat(" ", labelWidth)
-			}
-			r.line("", label+r.style(l, ansiRed))
-		}
+		r.alert("ERROR", s.Error)
+	}
+	if hookAlert(s) {
+		r.alert("HOOK FAILED", s.Operation.HookError)
 	}
 	r.line("source", endpoint(s.Source))
 	r.line("target", endpoint(s.Target))
+}
+
+// alert writes text in red after a bold red label, wrapped to the width of the value column.
+func (r *renderer) alert(label, text string) {
+	for i, l := range wrap(text, max(r.opts.Width-labelWidth, 20)) {
+		lead := strings.Repeat(" ", labelWidth)
+		if i == 0 {
+			lead = r.style(label, ansiBold, ansiRed) + strings.Repeat(" ", max(labelWidth-len(label), 1))
+		}
+		r.line("", lead+r.style(l, ansiRed))
+	}
 }
 
 func endpoint(e server.Endpoint) string {
@@ -108,9 +118,9 @@ func phaseStyle(phase string) []string {
 	switch phase {
 	case "streaming", "switched", "completed":
 		return []string{ansiBold, ansiGreen}
-	case "snapshotting", "cutting-over":
+	case "snapshotting", "cutting-over", "rolling-back":
 		return []string{ansiBold, ansiYellow}
-	case "failed", "rolled-back", "cancelled":
+	case "failed", "cancelled":
 		return []string{ansiBold, ansiRed}
 	}
 	return []string{ansiBold}
@@ -260,24 +270,56 @@ func pickTables(tables []server.TableState) ([]server.TableState, hiddenTables) 
 	return shown, h
 }
 
+// stream draws the forward stream, source to target. Once the target takes the writes it is
+// stopped by design, so it is not drawn as a fault, and its frozen lag is left out.
 func (r *renderer) stream(s server.Status) {
 	st := s.Stream
 	if s.Phase == "snapshotting" && st == (server.StreamState{}) {
 		return
 	}
 	r.b.WriteString("\n")
-	if st.Connected {
-		r.line("stream", r.style("connected", ansiGreen))
-	} else {
-		r.line("stream", r.style("disconnected", ansiRed))
+	if writesOnTarget(s) {
+		r.line("stream", "stopped at the cutover")
+		if st != (server.StreamState{}) {
+			r.line("position", fmt.Sprintf("source %s  applied %s", orDash(st.SourcePosition), orDash(st.AppliedPosition)))
+			r.line("applied", fmt.Sprintf("%s changes in %s transactions", humanCount(st.ChangesApplied), humanCount(st.TxnsApplied)))
+		}
+		return
 	}
-	r.line("position", fmt.Sprintf("source %s  applied %s", orDash(st.SourcePosition), orDash(st.AppliedPosition)))
+	idle := ""
+	switch {
+	case s.Paused:
+		idle = "paused"
+	case s.Phase == "cutting-over":
+		idle = "stopped for the cutover"
+	}
+	r.streamState("stream", "source", st, idle)
+}
+
+// streamState draws one stream's connection, positions, lag and throughput. origin names the
+// side the stream reads from. idle, when set, is why the stream is meant not to run now: it
+// replaces "disconnected", which is drawn as a fault.
+func (r *renderer) streamState(label, origin string, st server.StreamState, idle string) {
+	switch {
+	case st.Connected:
+		r.line(label, r.style("connected", ansiGreen))
+	case idle != "":
+		r.line(label, r.style(idle, ansiYellow))
+	default:
+		r.line(label, r.style("disconnected", ansiRed))
+	}
+	r.line("position", fmt.Sprintf("%s %s  applied %s", origin, orDash(st.SourcePosition), orDash(st.AppliedPosition)))
 	r.line("lag", humanDuration(seconds(st.LagSeconds))+"  "+humanBytes(st.LagBytes))
 	r.line("applied", fmt.Sprintf("%s changes in %s transactions", humanCount(st.ChangesApplied), humanCount(st.TxnsApplied)))
 	if !st.LastCommitTime.IsZero() {
 		r.line("last commit", fmt.Sprintf("%s (%s ago)",
-			st.LastCommitTime.UTC().Format("2006-01-02 15:04:05 UTC"), humanDuration(r.opts.Now.Sub(st.LastCommitTime))))
+			st.LastCommitTime.UTC().Format("2006-01-02 15:04:05 UTC"), r.ago(st.LastCommitTime)))
 	}
+}
+
+// ago is how long before Now t was.
+func (r *renderer) ago(t time.Time) string {
+	return humanDuration(r.opts.Now.Sub(t))
 }
 
 func orDash(s string) string {
