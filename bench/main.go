@@ -10,7 +10,9 @@
 // part copies a `pgbench -i` database with pg_dump|psql, pgcopydb clone and migrated, each into
 // a fresh target database, and times each to a complete, indexed target. The apply part writes
 // a TPC-B backlog while native logical replication or migrated is stopped and times how fast
-// each catches up. Peak RSS of migrated comes from the kernel's rusage of the process.
+// each catches up. The cutover part cuts over and rolls back repeatedly under a steady TPC-B
+// load, measures the write pause of each switch, and checks that no acknowledged write is lost.
+// Peak RSS of migrated comes from the kernel's rusage of the process.
 //
 // The summary goes to stdout and to bench/results/latest.txt, with migrated's logs beside it;
 // progress goes to stderr. Clusters and temp dirs are removed at the end, also after Ctrl-C.
@@ -49,6 +51,7 @@ type bench struct {
 	scale      int    // pgbench scale of the snapshot part
 	applyScale int    // pgbench scale of the apply part
 	backlog    int    // TPC-B transactions in the apply backlog
+	cutovers   int    // cutover-and-rollback cycles of the cutover part
 	jobs       int    // parallelism given to every tool
 	srcPG      *testenv.Postgres
 	dstPG      *testenv.Postgres
@@ -64,23 +67,25 @@ func run() int {
 	var (
 		scale   = flag.Int("scale", 40, "pgbench scale of the snapshot database (40 ≈ 600 MB)")
 		backlog = flag.Int("backlog", 40000, "TPC-B transactions in the apply backlog")
-		quick   = flag.Bool("quick", false, "smoke run: scale 2, backlog 2000")
-		only    = flag.String("only", "", "run only one part: snapshot or apply")
+		cycles  = flag.Int("cutovers", 10, "cutover-and-rollback cycles of the cutover part")
+		quick   = flag.Bool("quick", false, "smoke run: scale 2, backlog 2000, 3 cutovers")
+		only    = flag.String("only", "", "run only one part: snapshot, apply or cutover")
 		bin     = flag.String("bin", "bin/migrated", "the migrated binary (make build)")
 		results = flag.String("results", "bench/results", "directory for latest.txt and migrated's logs")
 		jobs    = flag.Int("jobs", 2, "parallel jobs for every tool (pgcopydb --table-jobs/--index-jobs, migrated snapshot.workers)")
 	)
 	flag.Parse()
-	if *only != "" && *only != "snapshot" && *only != "apply" {
-		fmt.Fprintln(os.Stderr, "bench: -only must be snapshot or apply")
+	if *only != "" && *only != "snapshot" && *only != "apply" && *only != "cutover" {
+		fmt.Fprintln(os.Stderr, "bench: -only must be snapshot, apply or cutover")
 		return 2
 	}
-	b := &bench{scale: *scale, applyScale: 10, backlog: *backlog, jobs: *jobs, started: time.Now(), load: "?"}
+	b := &bench{scale: *scale, applyScale: 10, backlog: *backlog, cutovers: *cycles, jobs: *jobs, started: time.Now(), load: "?"}
 	if l, err := os.ReadFile("/proc/loadavg"); err == nil {
 		b.load, _, _ = strings.Cut(string(l), " ")
 	}
 	if *quick {
 		b.scale, b.applyScale, b.backlog = 2, 1, 2000
+		b.cutovers = min(b.cutovers, 3)
 	}
 	b.applyScale = min(b.applyScale, b.scale)
 	var err error
@@ -162,18 +167,24 @@ func (b *bench) run(ctx context.Context, only, results string) (string, error) {
 
 	var snap *snapshotResults
 	var app *applyResults
-	if only != "apply" {
+	var cut *cutoverResults
+	if only == "" || only == "snapshot" {
 		if snap, err = b.snapshot(ctx); err != nil {
 			return "", fmt.Errorf("snapshot: %w", err)
 		}
 	}
-	if only != "snapshot" {
+	if only == "" || only == "apply" {
 		if app, err = b.apply(ctx); err != nil {
 			return "", fmt.Errorf("apply: %w", err)
 		}
 	}
+	if only == "" || only == "cutover" {
+		if cut, err = b.cutover(ctx); err != nil {
+			return "", fmt.Errorf("cutover: %w", err)
+		}
+	}
 	b.logf("done")
-	return b.report(version, snap, app), nil
+	return b.report(version, snap, app) + reportCutover(cut), nil
 }
 
 // logf prints a progress line to stderr, stamped with the time since the start.

@@ -33,6 +33,15 @@ verify:
 `, maxLag, timeout, w, e.dir))
 }
 
+// waitStreaming waits until the migration streams with the stream connected: a cutover refuses
+// a disconnected stream, whose lag is unknown.
+func (e *env) waitStreaming(d *proc) {
+	e.t.Helper()
+	e.waitFor(d, "streaming, connected", 3*time.Minute, func() bool {
+		return e.phase() == "streaming" && e.statusField("stream", "connected") == true
+	})
+}
+
 // cli runs a migrated subcommand against this env's daemon.
 func (e *env) cli(args ...string) (string, int) {
 	e.t.Helper()
@@ -134,7 +143,7 @@ func TestCutoverAndRollbackUnderLoad(t *testing.T) {
 	closed := time.Now().UTC().Add(12 * time.Hour)
 	e.cutoverConfig("10s", fmt.Sprintf("* %02d:00-%02d:30 UTC", closed.Hour(), closed.Hour()))
 	d := e.start()
-	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	e.waitStreaming(d)
 	l := startLedger(t, e, 3)
 	time.Sleep(time.Second)
 
@@ -264,7 +273,7 @@ func TestCutoverDrainTimeout(t *testing.T) {
 	seedLedger(t, e)
 	e.cutoverConfigLag("2s", "", "3s")
 	d := e.start()
-	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	e.waitStreaming(d)
 	l := startLedger(t, e, 2)
 	e.verifyClean()
 
@@ -321,7 +330,7 @@ func TestCutoverCrashAtEachStep(t *testing.T) {
 	seedLedger(t, e)
 	e.cutoverConfig("10s", "")
 	d := e.start()
-	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	e.waitStreaming(d)
 	l := startLedger(t, e, 2)
 	steps := []struct {
 		step      string
@@ -339,7 +348,7 @@ func TestCutoverCrashAtEachStep(t *testing.T) {
 		e.verifyClean()
 		e.stop(d)
 		d = e.startEnv("MIGRATED_FAULT=crash-before-done:" + s.step)
-		e.waitFor(d, "streaming", time.Minute, func() bool { return e.phase() == "streaming" })
+		e.waitStreaming(d)
 		out, code := e.cli("cutover", "--confirm", "crash", "--force")
 		select {
 		case <-d.done:
@@ -405,7 +414,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	seed(t, e.src, 300)
 	seedLedger(t, e)
 	d := e.start()
-	e.waitFor(d, "streaming", 3*time.Minute, func() bool { return e.phase() == "streaming" })
+	e.waitStreaming(d)
 	e.waitCaughtUp(d)
 	out := e.mustCLI("pause")
 	if e.statusField("paused") != true || !strings.Contains(out, "paused") {

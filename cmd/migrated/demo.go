@@ -13,18 +13,21 @@ import (
 )
 
 func demoCmd(g *globalFlags) *cobra.Command {
-	var sizeMB, streamSeconds int
+	var sizeMB, streamSeconds, dualWriteSeconds int
 	var keep bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Migrate a generated database between two throwaway PostgreSQL clusters under live writes, then verify it",
+		Short: "Migrate a generated database between two throwaway PostgreSQL clusters under live writes, cut over, roll back, then verify it",
 		Long: `demo starts two throwaway PostgreSQL clusters from the local server binaries, generates a shop
 database in the source (customers, products, orders, order items, monthly partitioned events and
-TOASTed documents), and starts a writer on it. It runs the migration daemon in-process, shows its
-status live, lets the writer run while streaming, stops it, waits for the target to catch up, and
-verifies independently: every table byte for byte and every acknowledged write. It exits non-zero
-if a write was lost or a table differs. Everything is removed on exit, also on Ctrl-C.`,
-		Example: "  migrated demo\n  migrated demo --size-mb 20 --stream-seconds 5",
+TOASTed documents), and starts a writer on it. It runs the migration daemon in-process and shows
+its status live. With the writer writing throughout, it streams, runs migrated's verify, cuts over
+(the writer follows the routing hook to the target), writes to the target while the reverse
+stream carries the writes back, and rolls back. Then it stops the writer, waits for the target to
+catch up, and verifies independently: every table byte for byte and every acknowledged write, on
+both sides. It exits non-zero if the verify was not clean, a switch failed, a write was lost or a
+table differs. Everything is removed on exit, also on Ctrl-C.`,
+		Example: "  migrated demo\n  migrated demo --size-mb 20 --stream-seconds 5 --dual-write-seconds 3",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if sizeMB < 1 {
@@ -33,12 +36,20 @@ if a write was lost or a table differs. Everything is removed on exit, also on C
 			if streamSeconds < 0 {
 				return fmt.Errorf("%w: --stream-seconds must be 0 or more, got %d", errUsage, streamSeconds)
 			}
+			if dualWriteSeconds < 0 {
+				return fmt.Errorf("%w: --dual-write-seconds must be 0 or more, got %d", errUsage, dualWriteSeconds)
+			}
+			// demo.Options reads 0 as the default, and a negative duration as none.
 			stream := time.Duration(streamSeconds) * time.Second
 			if stream == 0 {
-				stream = -1 // demo.Options reads 0 as the default
+				stream = -1
+			}
+			dualWrite := time.Duration(dualWriteSeconds) * time.Second
+			if dualWrite == 0 {
+				dualWrite = -1
 			}
 			rep, err := demo.Run(cmd.Context(), demo.Options{
-				SizeMB: sizeMB, Stream: stream, Keep: keep, LogLevel: g.logLevel,
+				SizeMB: sizeMB, Stream: stream, DualWrite: dualWrite, Keep: keep, LogLevel: g.logLevel,
 				Out: cmd.OutOrStdout(), TTY: ui.IsTerminal(os.Stdout), Width: terminalWidth(), Version: version,
 			})
 			if err != nil {
@@ -52,6 +63,7 @@ if a write was lost or a table differs. Everything is removed on exit, also on C
 	}
 	cmd.Flags().IntVar(&sizeMB, "size-mb", 300, "approximate size of the generated dataset, in MB")
 	cmd.Flags().IntVar(&streamSeconds, "stream-seconds", 10, "how long the writer keeps writing once the daemon streams")
+	cmd.Flags().IntVar(&dualWriteSeconds, "dual-write-seconds", 5, "how long the writer writes to the target after the cutover, before the rollback")
 	cmd.Flags().BoolVar(&keep, "keep", false, "after the report, keep the clusters and the daemon running and print their DSNs, until Ctrl-C")
 	return cmd
 }

@@ -125,6 +125,7 @@ const (
 	DefaultCutoverTimeout      = 30 * time.Second
 	DefaultVerifyMaxAge        = 24 * time.Hour
 	DefaultSequenceGap         = 1000
+	DefaultFinalCheckMaxRows   = 100_000
 	DefaultHookTimeout         = 30 * time.Second
 	DefaultVerifyChunkRows     = 10000
 	DefaultListen              = "127.0.0.1:7654"
@@ -143,7 +144,7 @@ func defaults() Config {
 			ReconnectMaxBackoff: Duration(DefaultReconnectMaxBackoff),
 		},
 		Cutover: Cutover{MaxLag: Duration(DefaultMaxLag), Timeout: Duration(DefaultCutoverTimeout),
-			VerifyMaxAge: Duration(DefaultVerifyMaxAge), SequenceGap: DefaultSequenceGap,
+			VerifyMaxAge: Duration(DefaultVerifyMaxAge), SequenceGap: DefaultSequenceGap, FinalCheckMaxRows: DefaultFinalCheckMaxRows,
 			Hooks: Hooks{Timeout: Duration(DefaultHookTimeout)}},
 		Verify: Verify{ChunkRows: DefaultVerifyChunkRows},
 		API:    API{Listen: DefaultListen},

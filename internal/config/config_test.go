@@ -72,6 +72,7 @@ cutover:
   window: Sat,Sun 01:00-03:00 UTC
   verify-max-age: 6h
   sequence-gap: 50000
+  final-check-max-rows: 2000000
   hooks:
     exec: [/usr/local/bin/route-writes, --to, "${ROUTE_TO}"]
     webhook: https://router.internal/migrated?token=${HOOK_TOKEN}
@@ -112,7 +113,7 @@ log:
 			Timeout:      Duration(90 * time.Second),
 			Window:       "Sat,Sun 01:00-03:00 UTC",
 			VerifyMaxAge: Duration(6 * time.Hour),
-			SequenceGap:  50000,
+			SequenceGap:  50000, FinalCheckMaxRows: 2_000_000,
 			Hooks: Hooks{
 				Exec:    []string{"/usr/local/bin/route-writes", "--to", "new db"},
 				Webhook: "https://router.internal/migrated?token=hooktok",
@@ -171,6 +172,7 @@ func TestParseDefaults(t *testing.T) {
 		{"cutover.timeout", got.Cutover.Timeout.Duration(), 30 * time.Second},
 		{"cutover.verify-max-age", got.Cutover.VerifyMaxAge.Duration(), 24 * time.Hour},
 		{"cutover.sequence-gap", got.Cutover.SequenceGap, int64(1000)},
+		{"cutover.final-check-max-rows", got.Cutover.FinalCheckMaxRows, int64(100000)},
 		{"cutover.hooks.exec", len(got.Cutover.Hooks.Exec), 0},
 		{"cutover.hooks.webhook", got.Cutover.Hooks.Webhook, ""},
 		{"cutover.hooks.timeout", got.Cutover.Hooks.Timeout.Duration(), 30 * time.Second},
@@ -235,6 +237,9 @@ func TestParseProblems(t *testing.T) {
 			"config: cutover.sequence-gap: must be between 0 and 1000000000000, got 1000000000001",
 		}},
 		{"sequence gap zero", minimal + "cutover: {sequence-gap: 0}\n", nil},
+		{"final check max rows negative", minimal + "cutover: {final-check-max-rows: -1}\n", []string{
+			"config: cutover.final-check-max-rows: must be between 0 and 1000000000000, got -1",
+		}},
 		{"hook exec empty command", minimal + "cutover: {hooks: {exec: ['', --to-target]}}\n", []string{
 			"config: cutover.hooks.exec[0]: must name the command to run, e.g. [/usr/local/bin/route-writes, --to-target]; it runs without a shell",
 		}},

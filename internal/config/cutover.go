@@ -33,6 +33,11 @@ type Cutover struct {
 	// SequenceGap is added to each source sequence value when it is set on the new side, so
 	// that ids handed out in the last instant before the fence cannot collide. Default 1000.
 	SequenceGap int64 `yaml:"sequence-gap"`
+	// FinalCheckMaxRows bounds the exact row counts taken while writes are fenced: tables
+	// estimated above this many rows are not counted, as counting them would lengthen the write
+	// pause with the table's size. They rely on the drain to the fence position and on the last
+	// verify. Default 100000; 0 counts no table.
+	FinalCheckMaxRows int64 `yaml:"final-check-max-rows"`
 	// Hooks route the application to the new side once it is writable.
 	Hooks Hooks `yaml:"hooks"`
 }

@@ -51,6 +51,7 @@ func (c *Config) validate(p *problems) {
 		p.add("cutover.verify-max-age", fmt.Sprintf("must be 0 (a verify of any age) or more, got %s", d))
 	}
 	intRange(p, "cutover.sequence-gap", c.Cutover.SequenceGap, 0, 1_000_000_000_000)
+	intRange(p, "cutover.final-check-max-rows", c.Cutover.FinalCheckMaxRows, 0, 1_000_000_000_000)
 	c.Cutover.Hooks.validate(p)
 
 	intRange(p, "verify.chunk-rows", int64(c.Verify.ChunkRows), 100, 10_000_000)

@@ -62,6 +62,9 @@ var commitStep = map[Op]Step{OpCutover: StepCommit, OpRollback: StepRollbackComm
 // commit: only the fence needs undoing, every other step before commit is invisible to clients.
 var undo = map[Op]Step{OpCutover: StepUnfence, OpRollback: StepUnfenceTarget}
 
+// Undo returns the step that undoes op before its commit.
+func Undo(op Op) Step { return undo[op] }
+
 // EntryState is how far a journal entry got.
 type EntryState string
 

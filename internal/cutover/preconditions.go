@@ -22,6 +22,7 @@ type Facts struct {
 
 	VerifiedAt  time.Time     // when the last verify finished; zero if none
 	VerifyClean bool          // the last verify found no mismatched chunk
+	VerifyError string        // the last verify failed or was invalidated, and why
 	VerifyAge   time.Duration // how old a verify may be; 0 means any age
 	Now         time.Time
 
@@ -84,6 +85,8 @@ func Preconditions(f Facts) []Check {
 	switch {
 	case f.VerifiedAt.IsZero():
 		add("verify", false, "no verify has run; run `migrated verify` first")
+	case f.VerifyError != "":
+		add("verify", false, "the last verify did not complete cleanly (%s); run `migrated verify` again", f.VerifyError)
 	case !f.VerifyClean:
 		add("verify", false, "the last verify found mismatched chunks; resolve them and verify again")
 	case f.VerifyAge > 0 && f.Now.Sub(f.VerifiedAt) > f.VerifyAge:

@@ -103,7 +103,7 @@ func (d *Daemon) Cancel(ctx context.Context, req server.ActionRequest) (any, err
 	if err := d.setPhase(ctx, state.PhaseCancelled, ""); err != nil {
 		return nil, err
 	}
-	return d.result("cancel", "cancelled: slot and publication dropped from the source, which was never fenced; the target keeps the copied tables and _migrated, drop them when you no longer need them"), nil
+	return d.result("cancel", "cancelled: slot and publication dropped from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them (after a rollback the target is still read-only: ALTER DATABASE ... RESET default_transaction_read_only)"), nil
 }
 
 // Complete ends the migration after a cutover: the reverse stream stops and every slot and
@@ -127,6 +127,11 @@ func (d *Daemon) Complete(ctx context.Context, req server.ActionRequest) (any, e
 	if p != state.PhaseSwitched {
 		return nil, conflict("complete refused: phase is %s; complete ends the dual-write phase (switched) after a cutover", d.phase())
 	}
+	if last, err := d.store.LastOperation(ctx); err != nil {
+		return nil, err
+	} else if last != nil && last.FinishedAt == nil {
+		return nil, conflict("complete refused: the %s is not finished (%s); restart migrated to finish it first", last.Op, last.Error)
+	}
 	if err := d.stopWork(ctx); err != nil {
 		return nil, err
 	}
@@ -136,13 +141,14 @@ func (d *Daemon) Complete(ctx context.Context, req server.ActionRequest) (any, e
 	if err := d.dropStream(ctx, d.srcDSN, d.slotName(), d.pubName()); err != nil {
 		return nil, err
 	}
-	if _, err := d.source.Exec(ctx, "DROP SCHEMA IF EXISTS _migrated CASCADE"); err != nil {
-		return nil, fmt.Errorf("drop the reverse stream's state from the source: %w", err)
+	// Only this migration's checkpoint: _migrated there may hold another migration's history.
+	if _, err := d.source.Exec(ctx, "DELETE FROM _migrated.progress WHERE migration = $1", d.cfg.Name); err != nil {
+		return nil, fmt.Errorf("drop the reverse stream's checkpoint from the source: %w", err)
 	}
 	if err := d.setPhase(ctx, state.PhaseCompleted, ""); err != nil {
 		return nil, err
 	}
-	return d.result("complete", "completed: slots and publications dropped on both sides; the old source stays read-only (ALTER DATABASE ... RESET default_transaction_read_only to reopen it); _migrated on the target keeps the history"), nil
+	return d.result("complete", "completed: slots and publications dropped on both sides; the old source stays read-only (ALTER DATABASE ... RESET default_transaction_read_only to reopen it); _migrated on the target keeps the history, and _migrated on the old source can be dropped when no other migration uses it"), nil
 }
 
 // dropStream drops a stream's slot and, when pub is set, its publication, on the side at dsn.

@@ -190,13 +190,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := verify.Open(ctx, pool); err != nil {
 		return err
 	}
+	// Actions may run once the store is published; everything they read is set before.
+	d.tables = tables
+	d.fwd = &leg{direction: forward, fromDSN: d.srcDSN, toDSN: d.dstDSN, slot: d.slotName(), pub: d.pubName(), store: store, status: &d.status.Stream}
+	d.rev = &leg{direction: reverse, fromDSN: d.dstDSN, toDSN: d.srcDSN, slot: d.reverseName(), pub: d.reverseName(), status: &server.StreamState{}}
 	d.mu.Lock() // Status reads the store from API goroutines
 	d.store = store
 	d.runCtx = ctx
 	d.mu.Unlock()
-	d.tables = tables
-	d.fwd = &leg{direction: forward, fromDSN: d.srcDSN, toDSN: d.dstDSN, slot: d.slotName(), pub: d.pubName(), store: store, status: &d.status.Stream}
-	d.rev = &leg{direction: reverse, fromDSN: d.dstDSN, toDSN: d.srcDSN, slot: d.reverseName(), pub: d.reverseName(), status: &server.StreamState{}}
 
 	if _, err := d.store.Load(ctx); errors.Is(err, state.ErrNotFound) {
 		// The first copy runs as the phase's work, so that cancel can stop it.
@@ -214,7 +215,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.resumeVerify(ctx)
-	return d.supervise(ctx)
+	if err := d.supervise(ctx); err != nil {
+		// Stay up with the connections open: status shows the failure, and complete or cancel
+		// still work, until the operator restarts the daemon.
+		d.log.Error("migration failed; fix the cause, then restart migrated to resume", zap.Error(err))
+		<-ctx.Done()
+		return err
+	}
+	return nil
 }
 
 // supervise runs the work of the current phase (the snapshot, the forward stream, the reverse
@@ -281,9 +289,14 @@ func (d *Daemon) supervise(ctx context.Context) error {
 		if errors.Is(err, errStopped) || err == nil {
 			continue
 		}
-		// An operation running now (a cutover draining this stream) decides first.
+		// An operation running now (a cutover draining this stream) decides first; if it moved
+		// the migration on, this error belongs to a stream that is over.
 		if werr := d.waitTurn(ctx); werr != nil {
 			return nil
+		}
+		if now, lerr := d.store.Load(ctx); lerr == nil && now.Phase != mig.Phase {
+			d.log.Warn("a stream error after an operation moved the migration on; ignored", zap.Error(err))
+			continue
 		}
 		return d.fail(ctx, phase, component, err)
 	}

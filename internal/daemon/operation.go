@@ -14,6 +14,7 @@ import (
 	"github.com/migrated/migrated/internal/cutover"
 	"github.com/migrated/migrated/internal/hooks"
 	"github.com/migrated/migrated/internal/postgres"
+	"github.com/migrated/migrated/internal/schema"
 	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/state"
 	"github.com/migrated/migrated/internal/verify"
@@ -34,6 +35,7 @@ type opRun struct {
 	fence     postgres.LSN
 	aborting  bool
 	committed bool
+	routed    bool // the hooks ran in this process
 }
 
 func (o *opRun) journal() cutover.Journal {
@@ -103,7 +105,8 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 	now := time.Now()
 	d.mu.Lock()
 	phase, paused, lag := d.status.Phase, d.paused, d.status.Stream.LagSeconds
-	verifying := d.verifying
+	verifying, fwdUp := d.verifying, d.status.Stream.Connected
+	revUp := d.status.Reverse != nil && d.status.Reverse.Connected
 	d.mu.Unlock()
 	if op == cutover.OpRollback {
 		// A rollback is the way out of trouble: no window, lag or verify stands in its way.
@@ -112,6 +115,9 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 			Detail: fmt.Sprintf("phase is %s; a rollback starts only in the dual-write phase (switched)", phase)})
 		if paused {
 			checks = append(checks, cutover.Check{Name: "paused", Detail: "the reverse stream is paused; run `migrated resume` first"})
+		}
+		if !revUp {
+			checks = append(checks, cutover.Check{Name: "stream", Detail: "the reverse stream is not connected, so it could not drain the target's last writes; see migrated status and the log"})
 		}
 		return append(checks, d.fenceCheck(ctx))
 	}
@@ -122,7 +128,7 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 	}
 	f.InWindow, f.WindowErr = d.cfg.Cutover.InWindow(now)
 	if res, ok, err := verify.Last(ctx, d.target, d.cfg.Name); err == nil && ok && !res.FinishedAt.IsZero() {
-		f.VerifiedAt, f.VerifyClean = res.FinishedAt, res.Clean && res.Error == ""
+		f.VerifiedAt, f.VerifyClean, f.VerifyError = res.FinishedAt, res.Clean && res.Error == "", res.Error
 	}
 	f.ReverseErr = d.probeReverse(ctx)
 	checks := cutover.Preconditions(f)
@@ -132,6 +138,9 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 	}
 	if paused {
 		checks = append(checks, cutover.Check{Name: "paused", Detail: "the stream is paused; run `migrated resume` and let it catch up first"})
+	} else if !fwdUp && phase == string(state.PhaseStreaming) {
+		// Lag is measured only while connected: a disconnected stream's last figure is stale.
+		checks = append(checks, cutover.Check{Name: "stream", Detail: "the forward stream is not connected, so its lag is unknown; see migrated status and the log"})
 	}
 	return checks
 }
@@ -220,6 +229,13 @@ func (d *Daemon) recoverOperation(ctx context.Context) error {
 	if run.fence, err = postgres.ParseLSN(o.FencePosition); err != nil && o.FencePosition != "" {
 		return err
 	}
+	if len(o.Journal) == 0 {
+		// Recorded but never started: nothing was changed, and a restart must not start a
+		// cutover nobody is watching.
+		o.Error = "interrupted by a restart before its first step; nothing was changed"
+		_ = d.finish(ctx, run, cutover.Action{Aborting: true, Finished: true}, nil)
+		return nil
+	}
 	next, err := cutover.Next(run.journal())
 	if err != nil {
 		return err
@@ -230,6 +246,18 @@ func (d *Daemon) recoverOperation(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// undoTimeout bounds one attempt at undoing an operation, so that an unreachable side cannot
+// hold the fence forever; the attempt is retried.
+const undoTimeout = 30 * time.Second
+
+// fencedSide is the side an operation fences.
+func fencedSide(op cutover.Op) string {
+	if op == cutover.OpRollback {
+		return "target"
+	}
+	return "source"
 }
 
 // postCommitAttempts bounds the retries of a step after the point of no return before the daemon
@@ -246,17 +274,27 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 		if err != nil {
 			return err
 		}
+		// A failure before the commit aborts, even when the journal could not record it.
+		if cause != nil && !next.Committed && !next.Aborting {
+			next = cutover.Action{Step: cutover.Undo(o.op), Aborting: true}
+		}
 		o.aborting, o.committed = next.Aborting, next.Committed
 		d.publishOperation(o, string(next.Step))
 		if next.Finished {
 			return d.finish(ctx, o, next, cause)
 		}
-		budget, cancel := context.WithCancel(ctx)
-		if !next.Committed && !next.Aborting && !o.fencedAt.IsZero() {
+		var budget context.Context
+		var cancel context.CancelFunc
+		switch {
+		case next.Aborting:
+			budget, cancel = context.WithTimeout(ctx, undoTimeout)
+		case !next.Committed && !o.fencedAt.IsZero():
 			// Before the commit, the whole write pause is bounded by cutover.timeout.
 			budget, cancel = context.WithDeadline(ctx, o.fencedAt.Add(d.cfg.Cutover.Timeout.Duration()))
+		default:
+			budget, cancel = context.WithCancel(ctx)
 		}
-		err = d.runStep(budget, o, next.Step)
+		err = d.runStep(budget, o, next.Step, next.Aborting)
 		cancel()
 		if err == nil {
 			failures = 0
@@ -264,13 +302,16 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 		}
 		d.m.Errors.WithLabelValues("cutover").Inc()
 		if !next.Committed && !next.Aborting {
-			cause = err // Next now aborts
+			cause = err
 			d.log.Warn("operation step failed; undoing the operation", zap.String("step", string(next.Step)), zap.Error(err))
 			continue
 		}
 		failures++
 		if failures >= postCommitAttempts {
 			o.Outcome, o.Error = "failed", fmt.Sprintf("%s failed %d times: %v; fix the cause and restart migrated, which retries it", next.Step, failures, err)
+			if next.Aborting {
+				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SHOW default_transaction_read_only in a new session, and lift it with ALTER DATABASE ... RESET default_transaction_read_only", fencedSide(o.op))
+			}
 			_ = d.store.SaveOperation(ctx, o.Operation)
 			d.publishOperation(o, string(next.Step))
 			return errors.New(o.Error)
@@ -315,13 +356,19 @@ func (d *Daemon) finish(ctx context.Context, o *opRun, next cutover.Action, caus
 	return nil
 }
 
-// runStep journals one step around its work.
-func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step) error {
-	if _, err := cutover.Record(o.journal(), cutover.Entry{Step: step, State: cutover.Started}); err != nil {
-		return err
+// runStep journals one step around its work. An undo step does its work even when the journal
+// cannot be written (the target may be the side that is down): lifting the fence comes first.
+func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step, undoing bool) error {
+	if !undoing {
+		if _, err := cutover.Record(o.journal(), cutover.Entry{Step: step, State: cutover.Started}); err != nil {
+			return err
+		}
 	}
-	if err := d.store.Journal(ctx, o.Operation, state.JournalEntry{Step: string(step), State: string(cutover.Started)}, ""); err != nil {
-		return err
+	if err := d.writeJournal(ctx, o, state.JournalEntry{Step: string(step), State: string(cutover.Started)}, ""); err != nil {
+		if !undoing {
+			return err
+		}
+		d.log.Error("cannot write the journal; undoing anyway", zap.String("step", string(step)), zap.Error(err))
 	}
 	d.publishOperation(o, string(step))
 	started := time.Now()
@@ -333,8 +380,7 @@ func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step) error
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%s did not finish within cutover.timeout (%s) of the fence: %w", step, d.cfg.Cutover.Timeout, err)
 		}
-		jctx := context.WithoutCancel(ctx)
-		if jerr := d.store.Journal(jctx, o.Operation, state.JournalEntry{Step: string(step), State: string(cutover.Failed), Detail: err.Error()}, ""); jerr != nil {
+		if jerr := d.writeJournal(ctx, o, state.JournalEntry{Step: string(step), State: string(cutover.Failed), Detail: err.Error()}, ""); jerr != nil {
 			return errors.Join(err, jerr)
 		}
 		return err
@@ -351,10 +397,10 @@ func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step) error
 	case cutover.StepRollbackCommit:
 		phase = state.PhaseStreaming
 	}
-	if err := d.store.SaveOperation(ctx, o.Operation); err != nil {
+	if err := d.store.SaveOperation(context.WithoutCancel(ctx), o.Operation); err != nil {
 		return err
 	}
-	if err := d.store.Journal(context.WithoutCancel(ctx), o.Operation, state.JournalEntry{Step: string(step), State: string(cutover.Done), Detail: detail}, phase); err != nil {
+	if err := d.writeJournal(ctx, o, state.JournalEntry{Step: string(step), State: string(cutover.Done), Detail: detail}, phase); err != nil {
 		return err
 	}
 	if phase != "" {
@@ -362,6 +408,22 @@ func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step) error
 	}
 	d.log.Info("step done", zap.String("op", string(o.op)), zap.String("step", string(step)), zap.Float64("seconds", secs), zap.String("detail", detail))
 	return nil
+}
+
+// writeJournal appends to the journal, past any deadline of the step (a step that ran out of time
+// must still record that). When the write fails, the journal is read back: the commit may have
+// landed even though the client saw an error, and the next entry must follow what is durable.
+func (d *Daemon) writeJournal(ctx context.Context, o *opRun, e state.JournalEntry, phase state.Phase) error {
+	jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := d.store.Journal(jctx, o.Operation, e, phase)
+	if err == nil {
+		return nil
+	}
+	if last, lerr := d.store.LastOperation(jctx); lerr == nil && last != nil && last.ID == o.ID {
+		o.Journal = last.Journal
+	}
+	return err
 }
 
 // publishOperation shows the operation in status.
@@ -462,6 +524,9 @@ func (d *Daemon) fence(ctx context.Context, o *opRun, dsn string, l *leg) (strin
 	if _, err := postgres.Heartbeat(ctx, conn, l.slot); err != nil {
 		return "", err
 	}
+	if err := postgres.FlushMark(ctx, conn); err != nil {
+		return "", fmt.Errorf("flush the WAL after the fence: %w", err)
+	}
 	return fmt.Sprintf("%s fenced at %s; %d application session(s) terminated", d.side(dsn), lsn, killed), nil
 }
 
@@ -493,8 +558,18 @@ func (d *Daemon) drain(ctx context.Context, o *opRun, l *leg) (string, error) {
 	return fmt.Sprintf("applied %s ≥ fence %s", l.Applied(), o.fence), nil
 }
 
-// finalCheck compares exact row counts of every table on both sides, now that nothing moves.
+// finalCheck compares exact row counts on both sides, now that nothing moves, of the tables small
+// enough to count within the write pause (cutover.final-check-max-rows).
 func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
+	var counted []*schema.Table
+	skipped := 0
+	for _, t := range postgres.Roots(d.tables) {
+		if rows := d.treeRows(t); rows <= d.cfg.Cutover.FinalCheckMaxRows {
+			counted = append(counted, t)
+		} else {
+			skipped++
+		}
+	}
 	var src, dst map[string]int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -503,7 +578,7 @@ func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
 			return err
 		}
 		defer conn.Close(context.WithoutCancel(gctx))
-		src, err = postgres.CountRows(gctx, conn, d.tables)
+		src, err = postgres.CountRows(gctx, conn, counted)
 		return err
 	})
 	g.Go(func() error {
@@ -512,7 +587,7 @@ func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
 			return err
 		}
 		defer conn.Close(context.WithoutCancel(gctx))
-		dst, err = postgres.CountRows(gctx, conn, d.tables)
+		dst, err = postgres.CountRows(gctx, conn, counted)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -529,7 +604,18 @@ func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
 	if len(diffs) > 0 {
 		return "", fmt.Errorf("row counts differ after the drain: %s; run `migrated verify` to find the rows", strings.Join(diffs, "; "))
 	}
-	return fmt.Sprintf("%d tables, %d rows, equal on both sides", len(src), rows), nil
+	return fmt.Sprintf("%d tables, %d rows, equal on both sides; %d larger table(s) not counted", len(src), rows, skipped), nil
+}
+
+// treeRows is the estimated row count of a root table with all its partitions.
+func (d *Daemon) treeRows(root *schema.Table) int64 {
+	var n int64
+	for _, t := range d.tables {
+		if t.Root == root.ID {
+			n += max(t.EstimatedRows, 0)
+		}
+	}
+	return n
 }
 
 // sequences moves every sequence on the side taking writes next past the other side's values.
@@ -647,12 +733,6 @@ func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 		old, oldSlot, oldPub = d.dstDSN, d.reverseName(), d.reverseName()
 		writable, fenced = d.cfg.Source, d.cfg.Target
 	}
-	if err := d.dropStream(ctx, old, oldSlot, oldPub); err != nil {
-		return "", err
-	}
-	if o.op == cutover.OpCutover {
-		d.m.SourceSlotRetainedBytes.Set(0) // the forward slot is gone
-	}
 	side := "target"
 	if o.op == cutover.OpRollback {
 		side = "source"
@@ -660,12 +740,24 @@ func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 	f := hooks.Facts{Migration: d.cfg.Name, Op: string(o.op), Writable: side, WritableEngine: writable.Engine,
 		WritableDSN: writable.Redacted(), FencedDSN: fenced.Redacted(), FencePosition: o.FencePosition,
 		WriteUnavailableSeconds: o.WriteUnavailableSeconds, At: time.Now()}
-	if err := hooks.Run(ctx, d.cfg.Cutover.Hooks, f); err != nil {
-		o.HookError = err.Error()
-		d.log.Error("routing hook failed; route the application by hand", zap.Error(err))
-		return "hook failed: " + err.Error(), nil
+	detail := "routed"
+	if !o.routed { // a retry after a failed drop does not route twice
+		if err := hooks.Run(ctx, d.cfg.Cutover.Hooks, f); err != nil {
+			o.HookError = err.Error()
+			d.log.Error("routing hook failed; route the application by hand", zap.Error(err))
+			detail = "hook failed: " + err.Error()
+		}
+		o.routed = true
 	}
-	return "routed", nil
+	// The old stream's slot goes after the hooks: an unreachable old side must not keep the
+	// application from being routed. A failed drop is retried.
+	if err := d.dropStream(ctx, old, oldSlot, oldPub); err != nil {
+		return "", err
+	}
+	if o.op == cutover.OpCutover {
+		d.m.SourceSlotRetainedBytes.Set(0) // the forward slot is gone
+	}
+	return detail, nil
 }
 
 // undo returns the system to where it was before an operation that aborted before its commit:
@@ -675,9 +767,7 @@ func (d *Daemon) undo(ctx context.Context, o *opRun) (string, error) {
 	if o.op == cutover.OpRollback {
 		fenced, other, slot, pub = d.dstDSN, d.srcDSN, d.slotName(), ""
 	}
-	if err := d.dropStream(ctx, other, slot, pub); err != nil {
-		return "", err
-	}
+	// Writes first: the fenced side opens before anything on the other side is touched.
 	fc, err := d.connect(ctx, fenced)
 	if err != nil {
 		return "", err
@@ -685,6 +775,9 @@ func (d *Daemon) undo(ctx context.Context, o *opRun) (string, error) {
 	defer fc.Close(context.WithoutCancel(ctx))
 	if err := postgres.Unfence(ctx, fc); err != nil {
 		return "", err
+	}
+	if err := d.dropStream(ctx, other, slot, pub); err != nil {
+		return "", fmt.Errorf("the %s is writable again, but %w", d.side(fenced), err)
 	}
 	return fmt.Sprintf("%s unfenced", d.side(fenced)), nil
 }

@@ -1,8 +1,10 @@
 // Package demo runs a complete, self-checking migration on one machine: it starts two throwaway
-// PostgreSQL clusters, generates a shop database in the source, keeps a writer busy on it, runs
-// the daemon in-process until the stream has caught up, and then verifies the target
-// independently of the daemon's code: every table byte for byte, and every write the writer saw
-// acknowledged. It is what `migrated demo` and `make demo` run.
+// PostgreSQL clusters, generates a shop database in the source and keeps a writer busy on it.
+// With the daemon in-process it copies and streams, verifies, cuts over with the writer following
+// the routing hook to the target, writes there for a while with the reverse stream running, and
+// rolls back. Then it checks both sides independently of the daemon's code: every table byte for
+// byte, and every write the writer saw acknowledged, on the target and on the source. It is what
+// `migrated demo` and `make demo` run.
 package demo
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/testenv"
 	"golang.org/x/sync/errgroup"
 )
@@ -32,8 +35,12 @@ type Options struct {
 	// SizeMB is the approximate size of the generated dataset on disk. Default 300.
 	SizeMB int
 	// Stream is how long the writer keeps writing once the daemon is streaming, with lag shown
-	// live. Default 10s; negative means not at all.
+	// live, before the verify starts. Default 10s; negative means not at all.
 	Stream time.Duration
+	// DualWrite is how long the writer writes to the target after the cutover, with the reverse
+	// stream carrying its writes back to the source, before the rollback. Default 5s; negative
+	// means the rollback follows at once.
+	DualWrite time.Duration
 	// Keep leaves the clusters and the daemon running after the report, with their DSNs printed,
 	// until ctx ends. The clusters cannot outlive the process: they die with it.
 	Keep bool
@@ -60,6 +67,10 @@ func (o Options) withDefaults() Options {
 		o.Stream = 10 * time.Second
 	}
 	o.Stream = max(o.Stream, 0)
+	if o.DualWrite == 0 {
+		o.DualWrite = 5 * time.Second
+	}
+	o.DualWrite = max(o.DualWrite, 0)
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -89,36 +100,120 @@ type Report struct {
 	// SnapshotTime runs from the daemon's start to the streaming phase: preflight, schema, the
 	// copy, and the indexes and keys built after it.
 	SnapshotTime time.Duration
-	// StreamTime is how long the writer ran while streaming; CatchUpTime is how long the target
-	// then took to pass the source's last WAL position.
+	// StreamTime is how long the writer ran once the daemon streamed, through the verify, the
+	// cutover, the dual-write phase and the rollback; CatchUpTime is how long the target then
+	// took to pass the source's last WAL position.
 	StreamTime, CatchUpTime time.Duration
+	// Verify is migrated's own online verify, run while the writer wrote.
+	Verify VerifyResult
+	// Cutover moved the writes to the target, Rollback back to the source. Both are zero when
+	// an earlier stage failed.
+	Cutover, Rollback SwitchResult
+	// DualWriteTime is how long the writer wrote to the target between the two.
+	DualWriteTime time.Duration
+	// ReverseChanges is what the reverse stream applied to the source in that time, and
+	// ReverseMaxLagSeconds its highest lag.
+	ReverseChanges       int64
+	ReverseMaxLagSeconds float64
+	// Routes lists the sides the routing hook sent the writer to, in order.
+	Routes []string
 	// VerifyTime is the independent comparison; TotalTime is the whole run.
 	VerifyTime, TotalTime time.Duration
-	// ChangesStreamed and TxnsStreamed are what the daemon applied from the change stream.
+	// ChangesStreamed and TxnsStreamed are what the daemon applied from the forward stream.
 	ChangesStreamed, TxnsStreamed int64
 	// FinalLagSeconds and FinalLagBytes are the daemon's lag once caught up.
 	FinalLagSeconds float64
 	FinalLagBytes   int64
-	// WritesAcked and TxnsAcked count the rows written by the writer's committed transactions.
-	WritesAcked, TxnsAcked int64
-	// KeysChecked is how many distinct acknowledged keys were looked up on the target;
+	// WritesAcked and TxnsAcked count the rows written by the writer's committed transactions;
+	// WritesOnSource and WritesOnTarget split WritesAcked by the side that acknowledged them.
+	WritesAcked, TxnsAcked         int64
+	WritesOnSource, WritesOnTarget int64
+	// KeysChecked is how many distinct acknowledged keys were looked up on each side;
 	// KeysExcluded were left out because the writer deleted them later.
 	KeysChecked, KeysExcluded int
-	// WritesLost is how many acknowledged keys the target lacks, listed by table in Missing.
-	WritesLost int
-	Missing    map[string][]string
+	// WritesLost is how many acknowledged keys either side lacks, listed by table in
+	// MissingOnTarget and MissingOnSource.
+	WritesLost                       int
+	MissingOnTarget, MissingOnSource map[string][]string
 	// Mismatched lists the tables whose contents differ between the two sides.
 	Mismatched []string
 }
 
-// OK reports whether no acknowledged write was lost and every table verified equal.
-func (r *Report) OK() bool { return r.WritesLost == 0 && len(r.Mismatched) == 0 }
+// VerifyResult is the outcome of migrated's online verify.
+type VerifyResult struct {
+	// Ran is false when the demo stopped before the verify.
+	Ran bool
+	// Clean is true when every chunk of every table matched.
+	Clean bool
+	// Tables and Chunks are what was compared; Mismatched counts the chunks that differ.
+	Tables             int
+	Chunks, Mismatched int64
+	// Samples are some of the rows that differ.
+	Samples []server.Mismatch
+	// Error is why the verify stopped, if it did.
+	Error string
+	// Time is how long it took.
+	Time time.Duration
+}
+
+// SwitchResult is the outcome of a cutover or a rollback under the writer's load.
+type SwitchResult struct {
+	// Outcome is the daemon's: "done", "aborted" or "failed", or "refused" when the
+	// preconditions did not hold. Empty when the switch was not attempted.
+	Outcome string
+	// Error says why it did not complete.
+	Error string
+	// Took is the whole action, preconditions included.
+	Took time.Duration
+	// WriteUnavailable is migrated's figure: from the fence on the old side to the new side
+	// writable.
+	WriteUnavailable time.Duration
+	// LongestGap is the writer's figure: the longest time between two of its acknowledged
+	// writes around the switch, which adds the routing hook and the reconnect to the new side.
+	LongestGap time.Duration
+	// Refused counts the writer's transactions the fence turned away; each was retried.
+	Refused int64
+	// FencePosition is the old side's WAL position at the fence.
+	FencePosition string
+}
+
+// Done reports whether the switch completed.
+func (s SwitchResult) Done() bool { return s.Outcome == "done" }
+
+func (s SwitchResult) problem(name string) string {
+	if s.Outcome == "" {
+		return "the " + name + " did not run"
+	}
+	return fmt.Sprintf("the %s was %s: %s", name, s.Outcome, s.Error)
+}
+
+// OK reports whether the online verify was clean, the cutover and the rollback completed, no
+// acknowledged write was lost on either side and every table verified equal.
+func (r *Report) OK() bool { return r.Err() == nil }
 
 // Err describes what went wrong, or returns nil when OK.
 func (r *Report) Err() error {
 	var problems []string
+	switch v := r.Verify; {
+	case !v.Ran:
+		problems = append(problems, "the online verify did not run")
+	case v.Error != "":
+		problems = append(problems, "the online verify failed: "+v.Error)
+	case !v.Clean:
+		problems = append(problems, fmt.Sprintf("the online verify found %d mismatched chunks (%s)", v.Mismatched, mismatches(v.Samples)))
+	}
+	if r.Verify.Clean {
+		// A switch that did not complete stops the demo's switches there: report the first.
+		switch {
+		case !r.Cutover.Done():
+			problems = append(problems, r.Cutover.problem("cutover"))
+		case !r.Rollback.Done():
+			problems = append(problems, r.Rollback.problem("rollback"))
+		}
+	}
 	if r.WritesLost > 0 {
-		problems = append(problems, fmt.Sprintf("%d acknowledged writes are missing on the target", r.WritesLost))
+		problems = append(problems, fmt.Sprintf("%d acknowledged writes are missing (on the target: %s; on the source: %s)",
+			r.WritesLost, sample(r.MissingOnTarget), sample(r.MissingOnSource)))
 	}
 	if len(r.Mismatched) > 0 {
 		problems = append(problems, fmt.Sprintf("%d tables differ between source and target (%s)", len(r.Mismatched), strings.Join(r.Mismatched, ", ")))

@@ -12,14 +12,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // TestDemo runs the whole demo on a small dataset: two clusters, the writer, the daemon, the
-// catch-up and the independent verification. No acknowledged write may be lost and every table
-// must match.
+// online verify, a cutover and a rollback that the writer follows through the routing hook, the
+// catch-up and the independent verification. No acknowledged write may be lost on either side
+// and every table must match.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the end-to-end demo in -short mode: it starts two PostgreSQL clusters")
@@ -27,7 +29,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out syncBuffer
-	rep, err := Run(ctx, Options{SizeMB: 5, Stream: 2 * time.Second, Out: &out})
+	rep, err := Run(ctx, Options{SizeMB: 5, Stream: 2 * time.Second, DualWrite: 2 * time.Second, Out: &out})
 	if errors.Is(err, ErrNoPostgres) && os.Getenv("CI") != "true" {
 		t.Skipf("skipping: %v", err)
 	}
@@ -36,7 +38,10 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("output:\n%s", out.String())
 	if got, want := rep.WritesLost, 0; got != want {
-		t.Errorf("writes lost = %d, want %d; missing: %v", got, want, rep.Missing)
+		t.Errorf("writes lost = %d, want %d; missing on the target: %v, on the source: %v", got, want, rep.MissingOnTarget, rep.MissingOnSource)
+	}
+	if len(rep.MissingOnTarget) != 0 || len(rep.MissingOnSource) != 0 {
+		t.Errorf("acknowledged writes missing: on the target %v, on the source %v", rep.MissingOnTarget, rep.MissingOnSource)
 	}
 	if len(rep.Mismatched) != 0 {
 		t.Errorf("verify found mismatched tables: %v", rep.Mismatched)
@@ -50,24 +55,96 @@ func TestDemo(t *testing.T) {
 	if rep.ChangesStreamed == 0 {
 		t.Error("no changes were streamed")
 	}
-	for _, want := range []string{"writes lost        0", "verify             clean", "cutover"} {
+
+	if v := rep.Verify; !v.Ran || !v.Clean || v.Chunks == 0 || v.Tables != 6 {
+		t.Errorf("online verify = %+v, want a clean run over 6 tables", v)
+	}
+	for _, s := range []struct {
+		name string
+		res  SwitchResult
+	}{{"cutover", rep.Cutover}, {"rollback", rep.Rollback}} {
+		if got, want := s.res.Outcome, "done"; got != want {
+			t.Errorf("%s outcome = %q (%s), want %q", s.name, got, s.res.Error, want)
+		}
+		if s.res.WriteUnavailable <= 0 {
+			t.Errorf("%s write-unavailable = %s, want > 0", s.name, s.res.WriteUnavailable)
+		}
+		if s.res.LongestGap <= 0 {
+			t.Errorf("%s: the writer's longest gap = %s, want > 0", s.name, s.res.LongestGap)
+		}
+	}
+	if got, want := strings.Join(rep.Routes, ","), "target,source"; got != want {
+		t.Errorf("routes = %q, want %q", got, want)
+	}
+	if rep.WritesOnTarget == 0 || rep.WritesOnSource == 0 {
+		t.Errorf("writes acknowledged: %d on the source, %d on the target; want some on each", rep.WritesOnSource, rep.WritesOnTarget)
+	}
+	if got, want := rep.WritesOnSource+rep.WritesOnTarget, rep.WritesAcked; got != want {
+		t.Errorf("writes by side sum to %d, want %d", got, want)
+	}
+	if rep.ReverseChanges == 0 {
+		t.Error("the reverse stream applied nothing to the source")
+	}
+
+	for _, want := range []string{"writes lost        0", "verify             clean", "migrated verify    clean",
+		"cutover            writes unavailable", "rollback           writes unavailable", "dual-write", "on the target"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the report lacks %q", want)
 		}
 	}
-	if rep.Err() != nil {
+	if rep.Err() != nil || !rep.OK() {
 		t.Errorf("Report.Err() = %v, want nil", rep.Err())
+	}
+}
+
+// TestReportErr checks that the report fails for a verify that is not clean, naming the rows,
+// and for a lost write, and passes only with everything in order.
+func TestReportErr(t *testing.T) {
+	done := SwitchResult{Outcome: "done"}
+	ok := Report{Verify: VerifyResult{Ran: true, Clean: true}, Cutover: done, Rollback: done}
+	for _, tc := range []struct {
+		name string
+		edit func(r *Report)
+		want string // in the error; empty for none
+	}{
+		{"ok", func(*Report) {}, ""},
+		{"dirty verify", func(r *Report) {
+			r.Verify = VerifyResult{Ran: true, Chunks: 9, Mismatched: 1, Samples: []server.Mismatch{{Table: "public.orders", Key: "(7)", Kind: "different"}}}
+			r.Cutover, r.Rollback = SwitchResult{}, SwitchResult{}
+		}, "different public.orders (7)"},
+		{"no verify", func(r *Report) { r.Verify = VerifyResult{} }, "did not run"},
+		{"aborted cutover", func(r *Report) {
+			r.Cutover, r.Rollback = SwitchResult{Outcome: "aborted", Error: "drain timed out"}, SwitchResult{}
+		}, "cutover was aborted: drain timed out"},
+		{"lost on source", func(r *Report) {
+			r.WritesLost, r.MissingOnSource = 1, map[string][]string{"orders": {"3"}}
+		}, "on the source: orders 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ok
+			tc.edit(&r)
+			err := r.Err()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Err() = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Err() = %v, want one naming %q", err, tc.want)
+			}
+			if got, want := r.OK(), tc.want == ""; got != want {
+				t.Errorf("OK() = %v, want %v", got, want)
+			}
+		})
 	}
 }
 
 // TestLedger checks which acknowledged keys must be on the target.
 func TestLedger(t *testing.T) {
 	l := NewLedger()
-	l.Commit([]Key{{"orders", "1"}, {"order_items", "1/1"}, {"order_items", "1/2"}}, nil)
-	l.Commit([]Key{{"orders", "2"}, {"order_items", "2/1"}, {"order_items", "2/2"}}, nil)
-	l.Commit(nil, []Key{{"orders", "1"}}) // cascades to its items
-	l.Commit(nil, []Key{{"order_items", "2/2"}})
-	l.Commit([]Key{{"orders", "1"}}, nil) // an update recorded after the delete stays excluded
+	l.Commit(SideSource, []Key{{"orders", "1"}, {"order_items", "1/1"}, {"order_items", "1/2"}}, nil)
+	l.Commit(SideSource, []Key{{"orders", "2"}, {"order_items", "2/1"}, {"order_items", "2/2"}}, nil)
+	l.Commit(SideTarget, nil, []Key{{"orders", "1"}}) // cascades to its items
+	l.Forget([]Key{{"order_items", "2/2"}})           // a delete whose commit was not acknowledged
+	l.Commit(SideTarget, []Key{{"orders", "1"}}, nil) // an update recorded after the delete stays excluded
 	live, excluded := l.Live()
 	if got, want := excluded, 4; got != want {
 		t.Errorf("excluded = %d, want %d", got, want)
@@ -78,8 +155,11 @@ func TestLedger(t *testing.T) {
 	if got, want := strings.Join(live["order_items"], ","), "2/1"; got != want {
 		t.Errorf("live order items = %q, want %q", got, want)
 	}
-	if writes, txns := l.Stats(); writes != 9 || txns != 5 {
-		t.Errorf("stats = %d writes, %d txns; want 9, 5", writes, txns)
+	if writes, txns := l.Stats(); writes != 8 || txns != 4 {
+		t.Errorf("stats = %d writes, %d txns; want 8, 4", writes, txns)
+	}
+	if src, dst := l.Acked(SideSource), l.Acked(SideTarget); src != 6 || dst != 2 {
+		t.Errorf("acked = %d on the source, %d on the target; want 6, 2", src, dst)
 	}
 }
 
@@ -124,7 +204,7 @@ func TestVerifyDetectsLoss(t *testing.T) {
 		}
 	}
 	live := map[string][]string{"orders": {"1", "2", "3"}, "customers": {generatedCustomer(1)}}
-	missing, err := missingKeys(ctx, dsns[1], live)
+	missing, err := missingKeys(ctx, SideTarget, dsns[1], live)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/config"
 	"github.com/migrated/migrated/internal/daemon"
 	"github.com/migrated/migrated/internal/metrics"
@@ -22,11 +21,16 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Timing of the demo's view and of the wait for the stream to catch up.
+// Timing of the demo's view and of its waits.
 const (
 	redrawEvery  = 500 * time.Millisecond
 	lineEvery    = 2 * time.Second
 	catchUpLimit = 3 * time.Minute
+	// routeLimit bounds the wait for the writer's first write on the new side after a switch.
+	routeLimit = 30 * time.Second
+	// cutoverLag is the lag the demo waits for before it cuts over, as an operator would: well
+	// under cutover.max-lag, so that the cutover is not refused and its drain is short.
+	cutoverLag = time.Second
 	// splitRows is lower than the default so that the demo's bigger tables are copied in
 	// several chunks by several workers, as a production table would be.
 	splitRows = 200_000
@@ -41,31 +45,61 @@ type migration struct {
 	logPath  string
 	rep      *Report
 	start    time.Time
+
+	// Set up by run.
+	d      *daemon.Daemon
+	w      *Writer
+	ledger *Ledger
+	router *router
+	dash   dashboard
+	// The line mode's last line: when, and for which stage and phase.
+	lastLine           time.Time
+	lastStage, lastKey string
 }
 
 // config builds the daemon's configuration the way a config file would, so it gets the same
-// defaults and validation. Port 0 lets the control API pick a free port.
-func (m *migration) config() (*config.Config, error) {
+// defaults and validation. Port 0 lets the control API pick a free port. The routing hook is the
+// demo's own router, which moves the writer.
+func (m *migration) config(hook string) (*config.Config, error) {
 	y := fmt.Sprintf(`name: demo
 source: {engine: postgres, dsn: %q}
 target: {engine: postgres, dsn: %q}
 snapshot: {split-rows: %d}
 stream: {heartbeat-interval: 500ms, status-interval: 500ms, reconnect-max-backoff: 5s}
+cutover: {hooks: {webhook: %q, timeout: 10s}}
 api: {listen: "127.0.0.1:0"}
 log: {level: %q, format: json}
-`, m.src, m.dst, splitRows, m.opts.LogLevel)
+`, m.src, m.dst, splitRows, hook, m.opts.LogLevel)
 	return config.Parse([]byte(y), os.TempDir())
 }
 
-// run wires the daemon as `migrated run` does, with the writer beside it, then watches it until
-// the stream has caught up, verifies and prints the report. With Keep it then waits for ctx.
+// run wires the daemon as `migrated run` does, with the writer and its router beside it, takes
+// the migration through its stages, verifies and prints the report. With Keep it then waits for
+// ctx.
 func (m *migration) run(ctx context.Context) error {
 	logFile, err := os.Create(m.logPath)
 	if err != nil {
 		return fmt.Errorf("create the daemon log: %w", err)
 	}
 	defer logFile.Close()
-	cfg, err := m.config()
+	// The writer has a pool on each side and writes through the one the routing hook names.
+	srcPool, err := newWriterPool(ctx, m.src)
+	if err != nil {
+		return fmt.Errorf("connect the writer to the source: %w", err)
+	}
+	defer srcPool.Close()
+	dstPool, err := newWriterPool(ctx, m.dst)
+	if err != nil {
+		return fmt.Errorf("connect the writer to the target: %w", err)
+	}
+	defer dstPool.Close()
+	m.ledger = NewLedger()
+	m.w = NewWriter(srcPool, dstPool, m.ds, m.ledger, m.opts.WriterPause)
+	if m.router, err = newRouter(m.w); err != nil {
+		return err
+	}
+	defer m.router.ln.Close() // in case Run never starts; a second Close is harmless
+	cfg, err := m.config(m.router.URL())
 	if err != nil {
 		return err
 	}
@@ -78,23 +112,17 @@ func (m *migration) run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	met := metrics.New(reg)
 	met.BuildInfo.WithLabelValues(m.opts.Version, runtime.Version()).Set(1)
-	d, err := daemon.New(cfg, log.With(zap.String("migration", cfg.Name)), met)
-	if err != nil {
+	if m.d, err = daemon.New(cfg, log.With(zap.String("migration", cfg.Name)), met); err != nil {
 		return err
 	}
-	pool, err := newWriterPool(ctx, m.src)
-	if err != nil {
-		return fmt.Errorf("connect the writer to the source: %w", err)
-	}
-	defer pool.Close()
-	ledger := NewLedger()
-	w := NewWriter(pool, m.ds, ledger, m.opts.WriterPause)
 	// The server binds its socket here; from now on only Run releases it.
-	srv, err := server.New(server.Options{Listen: cfg.API.Listen, Gatherer: reg, Status: d.Status, Ready: d.Ready, Logger: log})
+	srv, err := server.New(server.Options{Listen: cfg.API.Listen, Gatherer: reg, Status: m.d.Status, Ready: m.d.Ready,
+		Actions: m.d.Actions(), Logger: log})
 	if err != nil {
 		return err
 	}
-	m.con.printf("daemon log  %s\ncontrol API http://%s/v1/status\n", m.logPath, srv.Addr())
+	m.con.printf("daemon log   %s\ncontrol API  http://%s/v1/status\nrouting hook %s\n", m.logPath, srv.Addr(), m.router.URL())
+	m.dash = dashboard{start: m.start, logPath: m.logPath, api: srv.Addr(), ledger: m.ledger, writer: m.w}
 
 	g, gctx := errgroup.WithContext(ctx)
 	runCtx, stopRun := context.WithCancel(gctx)
@@ -104,19 +132,20 @@ func (m *migration) run(ctx context.Context) error {
 	writerDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(writerDone)
-		return w.Run(writerCtx)
+		return m.w.Run(writerCtx)
 	})
 	g.Go(func() error { return srv.Run(runCtx) })
+	g.Go(func() error { return m.router.Run(runCtx) })
 	g.Go(func() error {
-		if err := d.Run(runCtx); err != nil {
+		if err := m.d.Run(runCtx); err != nil {
 			return fmt.Errorf("migration: %w", err)
 		}
 		return nil
 	})
 
-	err = m.watch(gctx, d, ledger, srv.Addr(), stopWriter, writerDone)
+	err = m.stages(gctx, stopWriter, writerDone)
 	if err == nil {
-		err = m.verify(gctx, ledger)
+		err = m.verify(gctx)
 	}
 	if err == nil {
 		m.rep.TotalTime = time.Since(m.start)
@@ -136,100 +165,89 @@ func (m *migration) run(ctx context.Context) error {
 	return err
 }
 
-// watch shows the daemon's status until it streams, lets the writer run for opts.Stream more,
-// stops it and waits until the target's checkpoint passes the source's WAL position taken then.
-func (m *migration) watch(ctx context.Context, d *daemon.Daemon, ledger *Ledger, api string, stopWriter func(), writerDone <-chan struct{}) error {
-	src, err := pgx.Connect(ctx, m.src)
+// stages takes the migration from the snapshot to a caught-up stream: streaming, the online
+// verify, and unless it found differences, the cutover, the dual-write phase and the rollback,
+// all with the writer writing; then the writer stops and the target catches up.
+func (m *migration) stages(ctx context.Context, stopWriter func(), writerDone <-chan struct{}) error {
+	streamingAt, err := m.stream(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to the source: %w", err)
+		return err
 	}
-	defer src.Close(context.WithoutCancel(ctx))
-	dst, err := pgx.Connect(ctx, m.dst)
-	if err != nil {
-		return fmt.Errorf("connect to the target: %w", err)
+	if err := m.verifyOnline(ctx); err != nil {
+		return err
 	}
-	defer dst.Close(context.WithoutCancel(ctx))
+	if m.rep.Verify.Clean {
+		if err := m.switches(ctx); err != nil {
+			return err
+		}
+	}
+	if err := m.catchUp(ctx, streamingAt, stopWriter, writerDone); err != nil {
+		return err
+	}
+	return m.collect(ctx)
+}
 
-	dash := dashboard{start: m.start, logPath: m.logPath, api: api, ledger: ledger}
-	daemonStart := time.Now()
-	var streamingAt, stoppedAt, lastLine time.Time
-	var lastPhase, stopLSN string
+// follow redraws the dashboard every redrawEvery until until reports done or an error. until
+// gets the daemon's status and returns the dashboard's step line; stage names the stage for the
+// line mode, which prints a line when the stage or the phase changes and every lineEvery.
+func (m *migration) follow(ctx context.Context, stage string, until func(st server.Status, now time.Time) (step string, done bool, err error)) error {
 	tick := time.NewTicker(redrawEvery)
 	defer tick.Stop()
-watch:
 	for {
-		st := d.Status()
+		st := m.d.Status()
 		now := time.Now()
 		if st.Phase == "failed" {
 			return fmt.Errorf("the migration failed: %s", st.Error)
 		}
-		if streamingAt.IsZero() && st.Phase == "streaming" {
-			streamingAt = now
-			m.rep.SnapshotTime = st.Since.Sub(daemonStart)
+		step, done, err := until(st, now)
+		if err != nil || done {
+			return err
 		}
-		switch {
-		case streamingAt.IsZero():
-			dash.step = "the daemon copies the source while the writer keeps writing to it (snapshot, then indexes and keys)"
-		case stopLSN == "" && now.Sub(streamingAt) < m.opts.Stream:
-			dash.step = fmt.Sprintf("streaming: the writer keeps writing for %s more; the lag below is live",
-				(m.opts.Stream - now.Sub(streamingAt)).Round(time.Second))
-		case stopLSN == "":
-			stopWriter()
-			select {
-			case <-writerDone:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			m.rep.StreamTime = time.Since(streamingAt)
-			if err := src.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&stopLSN); err != nil {
-				return fmt.Errorf("read the source's WAL position: %w", err)
-			}
-			stoppedAt = time.Now()
-			dash.step = "writer stopped at source WAL " + stopLSN + "; waiting for the target's checkpoint to pass it"
-		}
-		if stopLSN != "" {
-			var reached bool
-			err := dst.QueryRow(ctx, `SELECT position::pg_lsn >= $1::pg_lsn FROM _migrated.progress
-				WHERE migration = 'demo' AND stream = 'forward'`, stopLSN).Scan(&reached)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read the target's checkpoint: %w", err)
-			}
-			if reached {
-				m.rep.CatchUpTime = time.Since(stoppedAt)
-				break watch
-			}
-			if time.Since(stoppedAt) > catchUpLimit {
-				return fmt.Errorf("the target did not reach the source's position %s within %s after the writer stopped", stopLSN, catchUpLimit)
-			}
-		}
-		dash.status = st
-		if m.opts.TTY {
-			m.con.draw(dash)
-		} else if now.Sub(lastLine) >= lineEvery || st.Phase != lastPhase {
-			m.con.line(dash)
-			lastLine, lastPhase = now, st.Phase
-		}
+		m.show(st, stage, step, now)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
-	// One more heartbeat, so the lag shown is measured after the catch-up.
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(time.Second):
-	}
-	st := d.Status()
-	dash.status, dash.step = st, "caught up; verifying"
+}
+
+// show draws the dashboard, or prints its line when one is due.
+func (m *migration) show(st server.Status, stage, step string, now time.Time) {
+	m.dash.status, m.dash.step = st, step
 	if m.opts.TTY {
-		m.con.draw(dash)
+		m.con.draw(m.dash)
+		return
+	}
+	key := stage + "/" + st.Phase
+	if now.Sub(m.lastLine) >= lineEvery || key != m.lastKey {
+		m.con.line(m.dash)
+		m.lastLine, m.lastKey = now, key
+	}
+}
+
+// note records a finished stage: the terminal view lists it under the step, the line mode
+// prints it.
+func (m *migration) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	m.dash.done = append(m.dash.done, msg)
+	if !m.opts.TTY {
+		m.con.printf("  ✓ %s\n", msg)
+	}
+}
+
+// collect reads the stream's figures and the rows the snapshot copied, once caught up.
+func (m *migration) collect(ctx context.Context) error {
+	st := m.d.Status()
+	m.dash.status, m.dash.step = st, "caught up; verifying"
+	if m.opts.TTY {
+		m.con.draw(m.dash)
 	} else {
-		m.con.line(dash)
+		m.con.line(m.dash)
 	}
 	m.rep.ChangesStreamed, m.rep.TxnsStreamed = st.Stream.ChangesApplied, st.Stream.TxnsApplied
 	m.rep.FinalLagSeconds, m.rep.FinalLagBytes = st.Stream.LagSeconds, st.Stream.LagBytes
+	m.rep.Routes = m.router.Routes()
 	copied := map[string]int64{}
 	for _, t := range st.Snapshot.Tables {
 		copied[t.Table] = t.RowsCopied
@@ -245,8 +263,10 @@ watch:
 	return nil
 }
 
-// verify compares every table on both sides and looks up every acknowledged write on the target.
-func (m *migration) verify(ctx context.Context, ledger *Ledger) error {
+// verify compares every table on both sides and looks up every acknowledged write on both: the
+// source had the writes of the dual-write phase back from the target, the target has the source's
+// through the forward stream.
+func (m *migration) verify(ctx context.Context) error {
 	t0 := time.Now()
 	var mu sync.Mutex
 	current, n := "", 0
@@ -279,18 +299,28 @@ func (m *migration) verify(ctx context.Context, ledger *Ledger) error {
 			m.rep.Mismatched = append(m.rep.Mismatched, t.Table)
 		}
 	}
-	m.rep.WritesAcked, m.rep.TxnsAcked = ledger.Stats()
-	live, excluded := ledger.Live()
+	m.rep.WritesAcked, m.rep.TxnsAcked = m.ledger.Stats()
+	m.rep.WritesOnSource, m.rep.WritesOnTarget = m.ledger.Acked(SideSource), m.ledger.Acked(SideTarget)
+	live, excluded := m.ledger.Live()
 	m.rep.KeysExcluded = excluded
 	for _, keys := range live {
 		m.rep.KeysChecked += len(keys)
 	}
-	if m.rep.Missing, err = missingKeys(ctx, m.dst, live); err != nil {
+	if m.rep.MissingOnTarget, err = missingKeys(ctx, SideTarget, m.dst, live); err != nil {
 		return err
 	}
-	for _, keys := range m.rep.Missing {
-		m.rep.WritesLost += len(keys)
+	if m.rep.MissingOnSource, err = missingKeys(ctx, SideSource, m.src, live); err != nil {
+		return err
 	}
+	lost := map[Key]struct{}{}
+	for _, missing := range []map[string][]string{m.rep.MissingOnTarget, m.rep.MissingOnSource} {
+		for table, keys := range missing {
+			for _, k := range keys {
+				lost[Key{Table: table, ID: k}] = struct{}{}
+			}
+		}
+	}
+	m.rep.WritesLost = len(lost)
 	m.rep.VerifyTime = time.Since(t0)
 	return nil
 }

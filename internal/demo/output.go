@@ -3,6 +3,8 @@ package demo
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,18 +75,37 @@ type dashboard struct {
 	logPath string
 	api     string
 	ledger  *Ledger
-	step    string // what the demo is waiting for
+	writer  *Writer
+	step    string   // what the demo is waiting for
+	done    []string // the stages finished so far
 	status  server.Status
+}
+
+// writerLine says what the writer has done and where it writes.
+func (d dashboard) writerLine() string {
+	writes, txns := d.ledger.Stats()
+	line := fmt.Sprintf("%s writes acknowledged in %s transactions (%s on the source, %s on the target); writing to the %s",
+		count(writes), count(txns), count(d.ledger.Acked(SideSource)), count(d.ledger.Acked(SideTarget)), d.writer.Side())
+	if n := d.writer.Refused(); n > 0 {
+		line += fmt.Sprintf("; %s refused by a fence and retried", count(n))
+	}
+	return line
 }
 
 // draw clears the terminal and shows the dashboard with the daemon's own status view.
 func (c *console) draw(d dashboard) {
 	var b strings.Builder
-	writes, txns := d.ledger.Stats()
 	fmt.Fprintf(&b, "migrated demo — a live migration between two throwaway PostgreSQL clusters   (Ctrl-C stops and cleans up)\n\n")
 	fmt.Fprintf(&b, "daemon log  %s\n", d.logPath)
 	fmt.Fprintf(&b, "control API http://%s/v1/status   (bin/migrated status --listen %s --watch 1s)\n", d.api, d.api)
-	fmt.Fprintf(&b, "writer      %s writes acknowledged in %s transactions\n", count(writes), count(txns))
+	fmt.Fprintf(&b, "writer      %s\n", d.writerLine())
+	for i, done := range d.done {
+		label := ""
+		if i == 0 {
+			label = "done"
+		}
+		fmt.Fprintf(&b, "%-11s ✓ %s\n", label, done)
+	}
 	fmt.Fprintf(&b, "demo        %s\n\n", d.step)
 	ui.RenderStatus(&b, d.status, ui.RenderOptions{Width: c.width, Color: c.color})
 	c.printf("\x1b[H\x1b[2J%s", b.String())
@@ -101,14 +122,21 @@ func (c *console) line(d dashboard) {
 	case s.Phase == "snapshotting":
 		msg += fmt.Sprintf("  %d/%d tables  %s/%s rows", s.Snapshot.TablesDone, s.Snapshot.TablesTotal,
 			count(s.Snapshot.RowsCopied), count(s.Snapshot.RowsEstimate))
+	case s.Phase == "cutting-over" || s.Phase == "rolling-back":
+		if o := s.Operation; o != nil && o.Step != "" {
+			msg += "  step " + o.Step
+		}
+	case s.Phase == "switched" && s.Reverse != nil:
+		msg += fmt.Sprintf("  reverse lag %s %s  %s changes applied to the source", seconds(s.Reverse.LagSeconds), iec(s.Reverse.LagBytes),
+			count(s.Reverse.ChangesApplied))
 	default:
 		msg += fmt.Sprintf("  lag %s %s  %s changes applied", seconds(s.Stream.LagSeconds), iec(s.Stream.LagBytes),
 			count(s.Stream.ChangesApplied))
 	}
-	c.printf("%s  writer %s writes  — %s\n", msg, count(writes), d.step)
+	c.printf("%s  writer %s writes, on the %s  — %s\n", msg, count(writes), d.writer.Side(), d.step)
 }
 
-// Print writes the report. It ends with what this version does not do yet.
+// Print writes the report.
 func (r *Report) Print(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("\nmigrated demo — report\n\n")
@@ -129,18 +157,47 @@ func (r *Report) Print(w io.Writer) {
 	p("  %-*s  %14s  %14s  %10s\n\n", nameW, "total", count(snap), count(end), iec(size))
 
 	row := func(label, format string, args ...any) { p("  %-18s %s\n", label, fmt.Sprintf(format, args...)) }
-	row("rows moved", "%s (%s copied in the snapshot + %s changes streamed)", count(snap+r.ChangesStreamed), count(snap), count(r.ChangesStreamed))
+	row("rows moved", "%s (%s copied in the snapshot + %s changes streamed to the target + %s streamed back to the source)",
+		count(snap+r.ChangesStreamed+r.ReverseChanges), count(snap), count(r.ChangesStreamed), count(r.ReverseChanges))
 	row("bytes", "%s on the source (tables, TOAST and indexes)", iec(size))
 	row("setup", "%s (two clusters started, %s generated in %s)", dur(r.SetupTime), iec(r.GeneratedBytes), dur(r.LoadTime))
 	row("snapshot time", "%s (preflight, schema, parallel copy, indexes and keys, under live writes)", dur(r.SnapshotTime))
-	row("streamed", "%s while writing, then caught up %s after the writer stopped", dur(r.StreamTime), dur(r.CatchUpTime))
-	row("changes streamed", "%s in %s transactions", count(r.ChangesStreamed), count(r.TxnsStreamed))
+	row("streamed", "%s while writing (verify, cutover, dual-write and rollback included), then caught up %s after the writer stopped",
+		dur(r.StreamTime), dur(r.CatchUpTime))
+	row("changes streamed", "%s in %s transactions to the target; %s back to the source during the dual-write phase",
+		count(r.ChangesStreamed), count(r.TxnsStreamed), count(r.ReverseChanges))
 	row("final lag", "%s, %s", seconds(r.FinalLagSeconds), iec(r.FinalLagBytes))
-	row("writes acked", "%s in %s transactions (%s keys checked on the target, %s later deleted by the writer)",
-		count(r.WritesAcked), count(r.TxnsAcked), count(int64(r.KeysChecked)), count(int64(r.KeysExcluded)))
+	switch v := r.Verify; {
+	case !v.Ran:
+		row("migrated verify", "did not run")
+	case v.Clean:
+		row("migrated verify", "clean: %d tables, %s chunks compared online while the writer wrote, in %s", v.Tables, count(v.Chunks), dur(v.Time))
+	default:
+		row("migrated verify", "NOT CLEAN: %s", v.problem())
+	}
+	r.Cutover.print(row, "cutover", "target")
+	if r.Cutover.Done() {
+		row("dual-write", "%s writing to the target, the reverse stream's lag at most %s", dur(r.DualWriteTime), seconds(r.ReverseMaxLagSeconds))
+	}
+	r.Rollback.print(row, "rollback", "source")
+	if len(r.Routes) > 0 {
+		row("routing hook", "moved the writer to the %s", strings.Join(r.Routes, ", then the "))
+	}
+	row("writes acked", "%s in %s transactions: %s on the source, %s on the target",
+		count(r.WritesAcked), count(r.TxnsAcked), count(r.WritesOnSource), count(r.WritesOnTarget))
+	row("keys checked", "%s on each side (%s more later deleted by the writer)", count(int64(r.KeysChecked)), count(int64(r.KeysExcluded)))
 	lost := count(int64(r.WritesLost))
-	if r.WritesLost > 0 {
-		lost += " — acknowledged writes missing on the target: " + sample(r.Missing)
+	switch {
+	case r.WritesLost > 0:
+		lost += " — acknowledged writes missing"
+		if len(r.MissingOnTarget) > 0 {
+			lost += " on the target: " + sample(r.MissingOnTarget)
+		}
+		if len(r.MissingOnSource) > 0 {
+			lost += " on the source: " + sample(r.MissingOnSource)
+		}
+	case r.KeysChecked > 0:
+		lost += " (every acknowledged write is on the target and on the source)"
 	}
 	row("writes lost", "%s", lost)
 	if len(r.Mismatched) == 0 {
@@ -149,18 +206,49 @@ func (r *Report) Print(w io.Writer) {
 		row("verify", "%d mismatched tables: %s", len(r.Mismatched), strings.Join(r.Mismatched, ", "))
 	}
 	row("total time", "%s", dur(r.TotalTime))
-	p("\nNot in this version: cutover (the write pause and switch to the target), the dual-write phase\n")
-	p("and rollback come in a later version; the demo stops at a caught-up stream and verifies it.\n")
+}
+
+// print writes the report's row of a cutover or rollback that moves the writes to side.
+func (s SwitchResult) print(row func(label, format string, args ...any), name, side string) {
+	switch {
+	case s.Outcome == "":
+		row(name, "did not run")
+	case !s.Done():
+		row(name, "%s after %s: %s", strings.ToUpper(s.Outcome), dur(s.Took), s.Error)
+	default:
+		row(name, "writes unavailable %s (migrated: fence to %s writable); the writer's longest wait between two acknowledged writes %s",
+			dur(s.WriteUnavailable), side, dur(s.LongestGap))
+		row("", "%s in all; %s writer transactions refused by the fence and retried on the %s", dur(s.Took), count(s.Refused), side)
+	}
 }
 
 // sample lists a few missing keys for the report.
 func sample(missing map[string][]string) string {
 	var parts []string
-	for table, keys := range missing {
+	for _, table := range slices.Sorted(maps.Keys(missing)) {
+		keys := missing[table]
 		shown := keys[:min(len(keys), 3)]
 		parts = append(parts, fmt.Sprintf("%s %s", table, strings.Join(shown, ", ")))
 	}
+	if len(parts) == 0 {
+		return "none"
+	}
 	return strings.Join(parts, "; ")
+}
+
+// mismatches lists a few of the rows a verify found different.
+func mismatches(ms []server.Mismatch) string {
+	var parts []string
+	for _, m := range ms[:min(len(ms), 5)] {
+		parts = append(parts, fmt.Sprintf("%s %s %s", m.Kind, m.Table, m.Key))
+	}
+	if n := len(ms) - 5; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d more", n))
+	}
+	if len(parts) == 0 {
+		return "no samples"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // count formats n with thousands separators: 1234567 becomes "1,234,567".

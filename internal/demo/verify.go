@@ -147,11 +147,11 @@ var keyQueries = map[string]string{
 	"documents":   `SELECT k FROM unnest($1::text[]) k JOIN documents d ON d.id = k::bigint`,
 }
 
-// missingKeys returns, by table, the keys in live that the database at dsn does not hold.
-func missingKeys(ctx context.Context, dsn string, live map[string][]string) (map[string][]string, error) {
+// missingKeys returns, by table, the keys in live that the database at dsn, side, does not hold.
+func missingKeys(ctx context.Context, side, dsn string, live map[string][]string) (map[string][]string, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("connect to the target: %w", err)
+		return nil, fmt.Errorf("connect to the %s: %w", side, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	missing := map[string][]string{}
@@ -162,11 +162,11 @@ func missingKeys(ctx context.Context, dsn string, live map[string][]string) (map
 		}
 		rows, err := conn.Query(ctx, q, keys)
 		if err != nil {
-			return nil, fmt.Errorf("look up %s keys on the target: %w", table, err)
+			return nil, fmt.Errorf("look up %s keys on the %s: %w", table, side, err)
 		}
 		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return nil, fmt.Errorf("look up %s keys on the target: %w", table, err)
+			return nil, fmt.Errorf("look up %s keys on the %s: %w", table, side, err)
 		}
 		slices.Sort(found)
 		for _, k := range keys {

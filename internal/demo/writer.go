@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,37 +29,60 @@ type Key struct {
 	ID    string
 }
 
+// The sides of the migration, as the routing hook names them (hooks.Facts.Writable).
+const (
+	SideSource = "source"
+	SideTarget = "target"
+)
+
 // Ledger records what the writer's committed transactions did, so that the end of the demo can
-// check that every acknowledged write reached the target. It is safe for concurrent use.
+// check that every acknowledged write reached both sides. It is safe for concurrent use.
 type Ledger struct {
 	mu            sync.Mutex
 	acked         map[Key]struct{}
 	deleted       map[Key]struct{}
 	deletedOrders map[string]struct{} // deleting an order cascades to its items
 	writes, txns  int64
+	bySide        map[string]int64 // row writes acknowledged by each side
 }
 
 // NewLedger returns an empty ledger.
 func NewLedger() *Ledger {
-	return &Ledger{acked: map[Key]struct{}{}, deleted: map[Key]struct{}{}, deletedOrders: map[string]struct{}{}}
+	return &Ledger{acked: map[Key]struct{}{}, deleted: map[Key]struct{}{}, deletedOrders: map[string]struct{}{},
+		bySide: map[string]int64{}}
 }
 
-// Commit records one acknowledged transaction: the rows it inserted or updated, and the rows it
-// deleted. A deleted row stays excluded even if a concurrent update is recorded after it.
-func (l *Ledger) Commit(written, deleted []Key) {
+// Commit records one transaction that side acknowledged: the rows it inserted or updated, and
+// the rows it deleted. A deleted row stays excluded even if a concurrent update is recorded
+// after it.
+func (l *Ledger) Commit(side string, written, deleted []Key) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.forget(deleted)
 	for _, k := range written {
 		l.acked[k] = struct{}{}
 	}
+	n := int64(len(written) + len(deleted))
+	l.writes += n
+	l.bySide[side] += n
+	l.txns++
+}
+
+// Forget leaves rows out of the check without counting a commit: it is for the rows of a delete
+// whose commit may have happened without its acknowledgement reaching the writer.
+func (l *Ledger) Forget(deleted []Key) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.forget(deleted)
+}
+
+func (l *Ledger) forget(deleted []Key) {
 	for _, k := range deleted {
 		l.deleted[k] = struct{}{}
 		if k.Table == "orders" {
 			l.deletedOrders[k.ID] = struct{}{}
 		}
 	}
-	l.writes += int64(len(written) + len(deleted))
-	l.txns++
 }
 
 // Stats returns the row writes and transactions acknowledged so far.
@@ -66,7 +92,14 @@ func (l *Ledger) Stats() (writes, txns int64) {
 	return l.writes, l.txns
 }
 
-// Live returns the acknowledged keys that must be on the target, by table, and how many
+// Acked returns the row writes that side acknowledged so far.
+func (l *Ledger) Acked(side string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bySide[side]
+}
+
+// Live returns the acknowledged keys that must be on both sides, by table, and how many
 // acknowledged keys were later deleted by the writer itself.
 func (l *Ledger) Live() (live map[string][]string, excluded int) {
 	l.mu.Lock()
@@ -91,9 +124,12 @@ func (l *Ledger) Live() (live map[string][]string, excluded int) {
 
 // Writer is the demo's application: it places orders with their items and events, moves orders
 // through their statuses, updates customers and TOASTed documents, and deletes orders and items,
-// each in a transaction, recording every commit in a Ledger.
+// each in a transaction, recording every commit in a Ledger. It writes to the side that the
+// routing hook last named (Route), as an application behind a pooler or service discovery would.
 type Writer struct {
-	pool     *pgxpool.Pool
+	sides    map[string]*endpoint
+	current  atomic.Pointer[endpoint]
+	conns    int
 	ledger   *Ledger
 	pause    time.Duration
 	products int64
@@ -101,23 +137,55 @@ type Writer struct {
 	maxOrder atomic.Int64
 	maxDoc   atomic.Int64
 	aborted  atomic.Int64
+	refused  atomic.Int64
+	gaps     gapMeter
 }
 
-// NewWriter returns a writer over pool, which must hold the dataset ds. It waits pause between
-// transactions on each connection, which keeps the demo's two CPUs free for the migration.
-func NewWriter(pool *pgxpool.Pool, ds Dataset, ledger *Ledger, pause time.Duration) *Writer {
-	w := &Writer{pool: pool, ledger: ledger, pause: pause, products: ds.Products, custs: ds.Customers}
+// endpoint is one database the writer can write to.
+type endpoint struct {
+	side string
+	pool *pgxpool.Pool
+}
+
+// NewWriter returns a writer that starts on source, which must hold the dataset ds, and moves to
+// target when routed there. It runs as many connections as source's pool allows and waits
+// pause between transactions on each, which keeps the demo's two CPUs free for the migration.
+func NewWriter(source, target *pgxpool.Pool, ds Dataset, ledger *Ledger, pause time.Duration) *Writer {
+	w := &Writer{
+		sides:  map[string]*endpoint{SideSource: {SideSource, source}, SideTarget: {SideTarget, target}},
+		conns:  int(source.Config().MaxConns),
+		ledger: ledger, pause: pause, products: ds.Products, custs: ds.Customers,
+	}
+	w.current.Store(w.sides[SideSource])
 	w.maxOrder.Store(ds.Orders)
 	w.maxDoc.Store(ds.Documents)
 	return w
 }
 
-// Run writes on every connection of the pool until ctx ends. A transaction under way when ctx
-// ends is finished, so that it is either acknowledged and recorded or not committed at all.
-// Deadlocks between the writer's own connections are retried; any other error stops it.
+// Route sends the writer's next transactions to side, SideSource or SideTarget. A transaction
+// under way finishes where it began, or is refused there by the fence and retried on side.
+func (w *Writer) Route(side string) error {
+	ep, ok := w.sides[side]
+	if !ok {
+		return fmt.Errorf("unknown side %q; want %s or %s", side, SideSource, SideTarget)
+	}
+	w.current.Store(ep)
+	return nil
+}
+
+// Side returns the side the writer writes to now.
+func (w *Writer) Side() string { return w.current.Load().side }
+
+// Refused returns how many transactions a fence refused so far; each was retried.
+func (w *Writer) Refused() int64 { return w.refused.Load() }
+
+// Run writes on each connection until ctx ends. A transaction under way when ctx ends is
+// finished, so that it is either acknowledged and recorded or not committed at all. Deadlocks
+// between the writer's own connections are retried, and so are the transactions a fence refuses,
+// on whatever side the writer is routed to by then; any other error stops it.
 func (w *Writer) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for i := range w.pool.Config().MaxConns {
+	for i := range w.conns {
 		g.Go(func() error {
 			r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
 			for {
@@ -130,12 +198,17 @@ func (w *Writer) Run(ctx context.Context) error {
 				err := w.step(txCtx, r)
 				cancel()
 				var pgErr *pgconn.PgError
-				if errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001") {
+				switch {
+				case err == nil:
+				case errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001"):
 					w.aborted.Add(1)
-					continue
-				}
-				if err != nil {
-					return fmt.Errorf("demo writer: %w", err)
+				case refusedByFence(err):
+					w.refused.Add(1)
+					// Not acknowledged, so not recorded: the next round retries on the side the
+					// hook names by then. The pause keeps a refused side from being hammered.
+					time.Sleep(10 * time.Millisecond)
+				default:
+					return fmt.Errorf("demo writer on the %s: %w", w.Side(), err)
 				}
 			}
 		})
@@ -143,10 +216,28 @@ func (w *Writer) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// step runs one transaction chosen at random and records it once committed.
+// refusedByFence reports whether err is how a fence turns a write away: a read-only transaction
+// (SQLSTATE 25006) in a session opened after the fence, a session the fence terminated (57P01),
+// or the broken connection such a session leaves behind. The transaction did not commit, or did
+// without an acknowledgement, which the ledger does not count either way.
+func refusedByFence(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "25006" || strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr *net.OpError
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// step runs one transaction chosen at random on the side the writer is routed to, and records
+// it once committed.
 func (w *Writer) step(ctx context.Context, r *rand.Rand) error {
 	var written, deleted []Key
-	tx, err := w.pool.Begin(ctx)
+	ep := w.current.Load()
+	tx, err := ep.pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -174,15 +265,48 @@ func (w *Writer) step(ctx context.Context, r *rand.Rand) error {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		if len(deleted) > 0 {
-			// The commit may have happened without its acknowledgement reaching us: leave the
-			// rows out of the check rather than count them lost.
-			w.ledger.Commit(nil, deleted)
-		}
+		// The commit may have happened without its acknowledgement reaching us: leave the
+		// deleted rows out of the check rather than count them lost.
+		w.ledger.Forget(deleted)
 		return err
 	}
-	w.ledger.Commit(written, deleted)
+	w.gaps.ack(time.Now())
+	w.ledger.Commit(ep.side, written, deleted)
 	return nil
+}
+
+// gapMeter measures the longest time between two acknowledged writes: the write pause of a
+// cutover as the application sees it, with the routing and its reconnects included.
+type gapMeter struct {
+	mu    sync.Mutex
+	last  time.Time
+	worst time.Duration
+}
+
+func (g *gapMeter) ack(now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.last.IsZero() {
+		g.worst = max(g.worst, now.Sub(g.last))
+	}
+	g.last = now
+}
+
+// restart forgets the longest gap so far; the gap running now still counts from the last ack.
+func (g *gapMeter) restart() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.worst = 0
+}
+
+// longest returns the longest gap since the last restart, the one running now included.
+func (g *gapMeter) longest(now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last.IsZero() {
+		return g.worst
+	}
+	return max(g.worst, now.Sub(g.last))
 }
 
 // placeOrder inserts an order with 1 to 4 items and an event, for a new customer one time in ten.

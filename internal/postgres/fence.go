@@ -61,8 +61,21 @@ func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, e
 	if err != nil {
 		return 0, 0, err
 	}
+	// A prepared transaction can be committed from a read-only session, after the fence position.
+	var prepared int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()`).Scan(&prepared); err != nil {
+		return 0, 0, fmt.Errorf("look for prepared transactions: %w", err)
+	}
+	if prepared > 0 {
+		return 0, 0, fmt.Errorf("%s has %d prepared transaction(s) (pg_prepared_xacts), which could commit after the fence; COMMIT PREPARED or ROLLBACK PREPARED them, then try again", db, prepared)
+	}
+	var fencedAt time.Time
 	if _, err := conn.Exec(ctx, "ALTER DATABASE "+quote(db)+" SET default_transaction_read_only = on"); err != nil {
 		return 0, 0, fmt.Errorf("fence database %s (ALTER DATABASE ... SET default_transaction_read_only = on): %w; the migrated role must own the database or be a superuser", db, err)
+	}
+	// Sessions that start after this moment read the fence; only older ones need ending.
+	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&fencedAt); err != nil {
+		return 0, 0, fmt.Errorf("read the time of the fence: %w", err)
 	}
 	killed := map[int32]bool{}
 	deadline := time.Now().Add(wait)
@@ -71,7 +84,7 @@ func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, e
 		var pids []int32
 		err := conn.QueryRow(ctx, `SELECT coalesce(array_agg(pid) FILTER (WHERE pg_terminate_backend(pid)), '{}')
 		  FROM pg_stat_activity
-		  WHERE `+appSessions, AppName+"%").Scan(&pids)
+		  WHERE `+appSessions+` AND coalesce(backend_start, '-infinity') <= $2`, AppName+"%", fencedAt).Scan(&pids)
 		if err != nil {
 			return 0, len(killed), fmt.Errorf("terminate application sessions on %s: %w; the migrated role needs pg_signal_backend", db, err)
 		}
@@ -139,17 +152,22 @@ func CheckFence(ctx context.Context, conn *pgx.Conn) error {
 
 // Unfence lifts Fence: new sessions are writable again. Application sessions still open began
 // under the fence and keep its read-only default for their lifetime, so they are terminated too:
-// pools reconnect, and the new sessions can write. It is idempotent.
+// pools reconnect, and the new sessions can write. It is idempotent: on a database that is not
+// fenced it does nothing, so a retry never ends writable sessions.
 func Unfence(ctx context.Context, conn *pgx.Conn) error {
 	db, err := currentDatabase(ctx, conn)
 	if err != nil {
+		return err
+	}
+	// Not fenced: nothing to lift, and the sessions open now are writable ones, left alone.
+	if on, err := Fenced(ctx, conn); err != nil || !on {
 		return err
 	}
 	if _, err := conn.Exec(ctx, "ALTER DATABASE "+quote(db)+" RESET default_transaction_read_only"); err != nil {
 		return fmt.Errorf("unfence database %s (ALTER DATABASE ... RESET default_transaction_read_only): %w", db, err)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-	  WHERE `+appSessions, AppName+"%"); err != nil {
+	  WHERE `+appSessions+` AND coalesce(backend_start, '-infinity') <= clock_timestamp()`, AppName+"%"); err != nil {
 		return fmt.Errorf("end the read-only application sessions on %s: %w; the migrated role needs pg_signal_backend", db, err)
 	}
 	return nil
@@ -185,7 +203,10 @@ type SequenceSet struct {
 // increments, so that the side taking writes next never hands out an id the other side already
 // used. A sequence is never moved backwards; one never used on from is left alone.
 func SyncSequences(ctx context.Context, from, to *pgx.Conn, gap int64) ([]SequenceSet, error) {
-	const q = `SELECT format('%I.%I', schemaname, sequencename), last_value, increment_by
+	// last_value is NULL both for a sequence never used and for one the role may not read: the
+	// second must fail loudly, or the new side would hand out ids already used.
+	const q = `SELECT format('%I.%I', schemaname, sequencename), last_value, increment_by,
+	    has_sequence_privilege(format('%I.%I', schemaname, sequencename), 'SELECT')
 	  FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog', 'information_schema', '_migrated')`
 	type seq struct {
 		last *int64
@@ -197,14 +218,22 @@ func SyncSequences(ctx context.Context, from, to *pgx.Conn, gap int64) ([]Sequen
 			return nil, fmt.Errorf("read sequences: %w", err)
 		}
 		out := map[string]seq{}
+		var denied []string
 		var name string
 		var s seq
-		_, err = pgx.ForEachRow(rows, []any{&name, &s.last, &s.inc}, func() error {
+		var readable bool
+		_, err = pgx.ForEachRow(rows, []any{&name, &s.last, &s.inc, &readable}, func() error {
+			if !readable {
+				denied = append(denied, name)
+			}
 			out[name] = s
 			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("read sequences: %w", err)
+		}
+		if len(denied) > 0 {
+			return nil, fmt.Errorf("the migrated role cannot read %d sequence(s): %s; GRANT SELECT ON ALL SEQUENCES IN SCHEMA ... TO it", len(denied), strings.Join(limit(denied, 10), ", "))
 		}
 		return out, nil
 	}
@@ -238,10 +267,23 @@ func SyncSequences(ctx context.Context, from, to *pgx.Conn, gap int64) ([]Sequen
 	return set, nil
 }
 
-// CountRows counts the rows of each root table (a root's count covers its partitions).
+// FlushMark commits a tiny transaction with synchronous_commit on, so the WAL written before it
+// (a heartbeat after a fence) is flushed and reaches the stream now, not at the WAL writer's
+// next round.
+func FlushMark(ctx context.Context, conn *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'migrated.flush', '')")
+		return err
+	})
+}
+
+// CountRows counts the rows of each given root table (a root's count covers its partitions).
 func CountRows(ctx context.Context, conn *pgx.Conn, tables []*schema.Table) (map[string]int64, error) {
 	out := map[string]int64{}
-	for _, t := range Roots(tables) {
+	for _, t := range tables {
 		var n int64
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+ident(t.ID)).Scan(&n); err != nil {
 			return nil, fmt.Errorf("count rows of %s: %w", ident(t.ID), err)
