@@ -80,7 +80,7 @@ func (b *bench) freshPair(ctx context.Context, name string, scale int) (src, dst
 // returns the source's WAL end LSN afterwards and the WAL bytes written.
 func (b *bench) runBacklog(ctx context.Context, src string, a *applyResults) (end string, wal int64, err error) {
 	var start string
-	if err := queryRow(ctx, src, "SELECT pg_current_wal_lsn()::text", nil, &start); err != nil {
+	if err := queryRow(ctx, src, "SELECT pg_current_wal_insert_lsn()::text", nil, &start); err != nil {
 		return "", 0, err
 	}
 	b.logf("apply: backlog of %d transactions", a.backlog)
@@ -91,7 +91,7 @@ func (b *bench) runBacklog(ctx context.Context, src string, a *applyResults) (en
 	if err != nil {
 		return "", 0, err
 	}
-	if err := queryRow(ctx, src, "SELECT pg_current_wal_lsn()::text, pg_current_wal_lsn() - $1::pg_lsn",
+	if err := queryRow(ctx, src, "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_insert_lsn() - $1::pg_lsn",
 		[]any{start}, &end, &wal); err != nil {
 		return "", 0, err
 	}

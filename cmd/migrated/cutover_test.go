@@ -114,7 +114,7 @@ func (e *env) waitReverseCaughtUp(d *proc) {
 	dst := e.connect(e.dst)
 	defer dst.Close(ctx)
 	var lsn string
-	if err := dst.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+	if err := dst.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
 		e.t.Fatal(err)
 	}
 	src := e.connect(e.src)
@@ -166,11 +166,16 @@ func TestCutoverAndRollbackUnderLoad(t *testing.T) {
 		t.Fatalf("a refused cutover changed something: fenced %v, phase %s", e.fenced(e.src), e.phase())
 	}
 
-	// Verify finds a row planted on the target, and the cutover is refused for it.
+	// Verify finds differences planted on the target (a changed value, a missing row, an extra
+	// row; the ledger never touches these ids), and the cutover is refused for them.
 	e.exec(e.dst, `UPDATE public.ledger SET n = -42 WHERE id = 7`)
+	e.exec(e.dst, `DELETE FROM public.ledger WHERE id = 1500`)
+	e.exec(e.dst, `INSERT INTO public.ledger (id, worker, n, side) VALUES (900000000, -9, 0, 'nowhere')`)
 	out, code := e.cli("verify", "--wait")
-	if code == 0 || !strings.Contains(out, "(7)") {
-		t.Fatalf("verify with a planted difference: exit %d, want the key (7):\n%s", code, out)
+	for _, want := range []string{"(7)", "(1500)", "(900000000)", "different", "missing", "extra"} {
+		if code == 0 || !strings.Contains(out, want) {
+			t.Errorf("verify with planted differences: exit %d, want %q in:\n%s", code, want, out)
+		}
 	}
 	if m := e.get("/metrics"); !regexp.MustCompile(`migrated_verify_mismatched_chunks [1-9]`).MatchString(m) {
 		t.Errorf("metrics do not show the mismatched chunk")
@@ -179,6 +184,8 @@ func TestCutoverAndRollbackUnderLoad(t *testing.T) {
 		t.Errorf("cutover after a dirty verify: exit %d:\n%s", code, out)
 	}
 	e.exec(e.dst, `UPDATE public.ledger SET n = 7 WHERE id = 7`)
+	e.exec(e.dst, `INSERT INTO public.ledger (id, worker, n, side) VALUES (1500, -1, 1500, 'source')`)
+	e.exec(e.dst, `DELETE FROM public.ledger WHERE id = 900000000`)
 	e.verifyClean()
 
 	// Dry run: every check but the window passes; nothing changes.

@@ -236,7 +236,7 @@ func (e *env) waitCaughtUp(d *proc) {
 	src := e.connect(e.src)
 	defer src.Close(ctx)
 	var lsn string
-	if err := src.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+	if err := src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
 		e.t.Fatal(err)
 	}
 	dst := e.connect(e.dst)

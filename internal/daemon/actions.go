@@ -158,13 +158,13 @@ func (d *Daemon) dropStream(ctx context.Context, dsn, slot, pub string) error {
 		return fmt.Errorf("connect to the %s: %w", d.side(dsn), err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.DropSlot(ctx, conn, slot); err != nil {
+	if err := postgres.DropSlot(ctx, conn.Conn, slot); err != nil {
 		return err
 	}
 	if pub == "" {
 		return nil
 	}
-	return postgres.DropPublication(ctx, conn, pub)
+	return postgres.DropPublication(ctx, conn.Conn, pub)
 }
 
 // Verify starts an online verify in the background, or resumes the unfinished one.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/migrated/migrated/internal/cutover"
 	"github.com/migrated/migrated/internal/hooks"
 	"github.com/migrated/migrated/internal/postgres"
@@ -165,7 +166,7 @@ func (d *Daemon) fenceCheck(ctx context.Context) cutover.Check {
 			problems = append(problems, fmt.Sprintf("connect to the %s: %v", d.side(dsn), err))
 			continue
 		}
-		if err := postgres.CheckFence(ctx, conn); err != nil {
+		if err := postgres.CheckFence(ctx, conn.Conn); err != nil {
 			problems = append(problems, "on the "+d.side(dsn)+", "+err.Error())
 		}
 		conn.Close(ctx)
@@ -492,12 +493,30 @@ func (d *Daemon) stepFunc(s cutover.Step) stepFunc {
 }
 
 // connect opens a session to one side.
-func (d *Daemon) connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+// connect takes a session to one side from the daemon's pool: no connection setup inside the write
+// pause. Close gives it back.
+func (d *Daemon) connect(ctx context.Context, dsn string) (*pooledConn, error) {
+	pool := d.target
+	if dsn == d.srcDSN {
+		pool = d.source
+	}
+	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, redactErr(redactErr(err, d.srcDSN), d.dstDSN)
 	}
-	return conn, nil
+	return &pooledConn{Conn: pc.Conn(), pc: pc}, nil
+}
+
+// pooledConn is a pool session that reads like a plain connection.
+type pooledConn struct {
+	*pgx.Conn
+	pc *pgxpool.Conn
+}
+
+// Close returns the session to the pool.
+func (c *pooledConn) Close(context.Context) error {
+	c.pc.Release()
+	return nil
 }
 
 func (d *Daemon) side(dsn string) string {
@@ -516,15 +535,15 @@ func (d *Daemon) fence(ctx context.Context, o *opRun, dsn string, l *leg) (strin
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	o.fencedAt = time.Now()
-	lsn, killed, err := postgres.Fence(ctx, conn, 5*time.Second)
+	lsn, killed, err := postgres.Fence(ctx, conn.Conn, 5*time.Second)
 	if err != nil {
 		return "", err
 	}
 	o.fence, o.FencePosition = lsn, lsn.String()
-	if _, err := postgres.Heartbeat(ctx, conn, l.slot); err != nil {
+	if _, err := postgres.Heartbeat(ctx, conn.Conn, l.slot); err != nil {
 		return "", err
 	}
-	if err := postgres.FlushMark(ctx, conn); err != nil {
+	if err := postgres.FlushMark(ctx, conn.Conn); err != nil {
 		return "", fmt.Errorf("flush the WAL after the fence: %w", err)
 	}
 	return fmt.Sprintf("%s fenced at %s; %d application session(s) terminated", d.side(dsn), lsn, killed), nil
@@ -578,7 +597,7 @@ func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
 			return err
 		}
 		defer conn.Close(context.WithoutCancel(gctx))
-		src, err = postgres.CountRows(gctx, conn, counted)
+		src, err = postgres.CountRows(gctx, conn.Conn, counted)
 		return err
 	})
 	g.Go(func() error {
@@ -587,7 +606,7 @@ func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
 			return err
 		}
 		defer conn.Close(context.WithoutCancel(gctx))
-		dst, err = postgres.CountRows(gctx, conn, counted)
+		dst, err = postgres.CountRows(gctx, conn.Conn, counted)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -630,7 +649,7 @@ func (d *Daemon) sequences(ctx context.Context, fromDSN, toDSN string) (string, 
 		return "", err
 	}
 	defer to.Close(context.WithoutCancel(ctx))
-	set, err := postgres.SyncSequences(ctx, from, to, d.cfg.Cutover.SequenceGap)
+	set, err := postgres.SyncSequences(ctx, from.Conn, to.Conn, d.cfg.Cutover.SequenceGap)
 	if err != nil {
 		return "", err
 	}
@@ -649,10 +668,10 @@ func (d *Daemon) prepareReverse(ctx context.Context, o *opRun) (string, error) {
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.DropSlot(ctx, conn, d.reverseName()); err != nil {
+	if err := postgres.DropSlot(ctx, conn.Conn, d.reverseName()); err != nil {
 		return "", err
 	}
-	if err := postgres.EnsurePublication(ctx, conn, d.reverseName(), d.tables); err != nil {
+	if err := postgres.EnsurePublication(ctx, conn.Conn, d.reverseName(), d.tables); err != nil {
 		return "", err
 	}
 	start, err := postgres.CreateStreamSlot(ctx, d.dstDSN, d.reverseName())
@@ -674,10 +693,10 @@ func (d *Daemon) resumeForward(ctx context.Context, o *opRun) (string, error) {
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.DropSlot(ctx, conn, d.slotName()); err != nil {
+	if err := postgres.DropSlot(ctx, conn.Conn, d.slotName()); err != nil {
 		return "", err
 	}
-	if err := postgres.EnsurePublication(ctx, conn, d.pubName(), d.tables); err != nil {
+	if err := postgres.EnsurePublication(ctx, conn.Conn, d.pubName(), d.tables); err != nil {
 		return "", err
 	}
 	start, err := postgres.CreateStreamSlot(ctx, d.srcDSN, d.slotName())
@@ -712,7 +731,7 @@ func (d *Daemon) writable(ctx context.Context, o *opRun, dsn string) (string, er
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.Unfence(ctx, conn); err != nil {
+	if err := postgres.Unfence(ctx, conn.Conn); err != nil {
 		return "", err
 	}
 	if !o.fencedAt.IsZero() {
@@ -773,7 +792,7 @@ func (d *Daemon) undo(ctx context.Context, o *opRun) (string, error) {
 		return "", err
 	}
 	defer fc.Close(context.WithoutCancel(ctx))
-	if err := postgres.Unfence(ctx, fc); err != nil {
+	if err := postgres.Unfence(ctx, fc.Conn); err != nil {
 		return "", err
 	}
 	if err := d.dropStream(ctx, other, slot, pub); err != nil {

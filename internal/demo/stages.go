@@ -260,7 +260,7 @@ func (m *migration) catchUp(ctx context.Context, streamingAt time.Time, stopWrit
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	var stopLSN string
-	if err := src.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&stopLSN); err != nil {
+	if err := src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&stopLSN); err != nil {
 		return fmt.Errorf("read the source's WAL position: %w", err)
 	}
 	dst, err := pgx.Connect(ctx, m.dst)

@@ -296,7 +296,7 @@ func CountRows(ctx context.Context, conn *pgx.Conn, tables []*schema.Table) (map
 // CurrentLSN returns the server's current WAL insert position.
 func CurrentLSN(ctx context.Context, conn *pgx.Conn) (LSN, error) {
 	var pos string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&pos); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&pos); err != nil {
 		return 0, fmt.Errorf("read the WAL position: %w", err)
 	}
 	return ParseLSN(pos)
