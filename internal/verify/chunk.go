@@ -55,24 +55,34 @@ func newQueries(t *schema.Table, rows int) (*queries, error) {
 func (q *queries) where(lo, hi []string) (string, []any) {
 	var conds []string
 	var args []any
-	bound := func(op string, vals []string) {
-		ps := make([]string, len(vals))
-		for i, v := range vals {
-			args = append(args, v)
-			ps[i] = fmt.Sprintf("$%d::text::%s", len(args), q.types[i])
-		}
-		conds = append(conds, fmt.Sprintf("(%s) %s (%s)", q.keys, op, strings.Join(ps, ", ")))
-	}
 	if lo != nil {
-		bound(">", lo)
+		var c string
+		c, args = q.compare(">", lo, args)
+		conds = append(conds, c)
 	}
 	if hi != nil {
-		bound("<=", hi)
+		var c string
+		c, args = q.compare("<=", hi, args)
+		conds = append(conds, c)
 	}
 	if len(conds) == 0 {
 		return "true", nil
 	}
 	return strings.Join(conds, " AND "), args
+}
+
+// equal returns the condition for the one row with key and its arguments.
+func (q *queries) equal(key []string) (string, []any) { return q.compare("=", key, nil) }
+
+// compare returns the condition that compares the key columns with vals by op, and args with
+// vals appended, as text parameters cast back to the key columns' types.
+func (q *queries) compare(op string, vals []string, args []any) (string, []any) {
+	ps := make([]string, len(vals))
+	for i, v := range vals {
+		args = append(args, v)
+		ps[i] = fmt.Sprintf("$%d::text::%s", len(args), q.types[i])
+	}
+	return fmt.Sprintf("(%s) %s (%s)", q.keys, op, strings.Join(ps, ", ")), args
 }
 
 // upper returns the last key of the chunk after lo on the source, or nil when the rest of the
@@ -158,12 +168,14 @@ func (r *runner) chunk(ctx context.Context, tr *tableRun, lo, hi []string, log *
 // verdict is what one row-level diff says about a key.
 type verdict struct {
 	Mismatch
-	stable bool // the source held still across the diff
+	key    []string // the key values
+	stable bool     // the source held still across the diff
 }
 
 // diffChunk compares the chunk row by row, up to attempts times. A key matches once any diff
-// finds it equal. A key is reported when two diffs in a row find the same stable difference, or
-// when it never matched in any attempt: a row too hot to compare is reported, not trusted.
+// finds it equal. A key is reported when two diffs in a row find the same stable difference. A
+// key that never matched and never held still is compared once more with its source row locked
+// (see settle), so a row too hot to compare otherwise gets an exact verdict.
 func (r *runner) diffChunk(ctx context.Context, tr *tableRun, where string, args []any, log *zap.Logger) ([]Mismatch, error) {
 	sql := fmt.Sprintf("SELECT %s, hashtextextended((t.*)::text, 0) FROM %s WHERE %s ORDER BY %s", tr.q.text, tr.q.from, where, tr.q.keys)
 	var order []string           // candidate keys, in the order first found
@@ -187,17 +199,7 @@ func (r *runner) diffChunk(ctx context.Context, tr *tableRun, where string, args
 			}
 		}
 		if settled || attempt == attempts {
-			var bad, hot []Mismatch
-			for _, k := range order {
-				bad = append(bad, cur[k].Mismatch)
-				if !cur[k].stable {
-					hot = append(hot, cur[k].Mismatch)
-				}
-			}
-			if len(hot) > 0 {
-				log.Warn("rows kept changing while compared; reporting them as different", zap.Any("rows", hot))
-			}
-			return bad, nil
+			return r.settle(ctx, tr.q, order, cur, prev, log)
 		}
 		prev = cur
 	}
@@ -237,7 +239,7 @@ func (r *runner) diff(ctx context.Context, table, sql string, args []any) (map[s
 		if (inA == inD && a == d) || (inB == inD && b == d) {
 			return
 		}
-		v := verdict{Mismatch: Mismatch{Table: table, Key: formatKey(key), Kind: KindDifferent}, stable: inA == inB && a == b}
+		v := verdict{Mismatch: Mismatch{Table: table, Key: formatKey(key), Kind: KindDifferent}, key: key, stable: inA == inB && a == b}
 		switch {
 		case !v.stable:
 		case !inD:
@@ -301,11 +303,7 @@ func read(ctx context.Context, pool *pgxpool.Pool, lsn *postgres.LSN, fn func(pg
 		return err
 	}
 	if lsn != nil {
-		var s string
-		if err := tx.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
-			return err
-		}
-		if *lsn, err = postgres.ParseLSN(s); err != nil {
+		if *lsn, err = insertLSN(ctx, tx); err != nil {
 			return err
 		}
 	}
@@ -313,6 +311,15 @@ func read(ctx context.Context, pool *pgxpool.Pool, lsn *postgres.LSN, fn func(pg
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+// insertLSN returns the source's WAL insert position now.
+func insertLSN(ctx context.Context, tx pgx.Tx) (postgres.LSN, error) {
+	var s string
+	if err := tx.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
+		return 0, err
+	}
+	return postgres.ParseLSN(s)
 }
 
 // waitApplied waits until the target has applied the source up to lsn.

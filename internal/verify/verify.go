@@ -5,7 +5,9 @@
 // again with the source's WAL position, after the stream has applied up to it, because lag alone
 // makes transient differences. A chunk that still differs is diffed row by row, and a key is
 // reported only when the difference holds across reads: live writes must not produce false
-// mismatches, and nothing is reported clean that is not.
+// mismatches, and nothing is reported clean that is not. A row that changes faster than the
+// stream settles is never seen equal that way; it is compared once more with the source row
+// locked FOR SHARE for as long as the stream takes to catch up, which makes the comparison exact.
 //
 // A run and a cursor per table are kept on the target in _migrated.verify_runs and
 // _migrated.verify_tables, so that a run stopped by a restart resumes at the chunk it was on.
@@ -33,7 +35,7 @@ import (
 const (
 	KindMissing   = "missing"   // the row is on the source, not on the target
 	KindExtra     = "extra"     // the row is on the target, not on the source
-	KindDifferent = "different" // the row differs, or changed too often to compare
+	KindDifferent = "different" // the row differs, or changed too often to compare and could not be locked
 )
 
 // ErrStreamBehind means the target's applied position did not reach the source position a chunk
