@@ -464,3 +464,77 @@ func TestPauseResumeCancel(t *testing.T) {
 	}
 	e.stop(d)
 }
+
+// TestRollbackCrashAtEachStep kills the daemon at every step of a rollback, after the step's work
+// and before its journal says done: before the rollback's commit it is undone (the target keeps
+// the writes), after it it is finished (the source takes them). Nothing acknowledged is lost.
+func TestRollbackCrashAtEachStep(t *testing.T) {
+	e := newEnv(t, "rbcrash")
+	seed(t, e.src, 300)
+	seedLedger(t, e)
+	e.cutoverConfig("10s", "")
+	d := e.start()
+	e.waitStreaming(d)
+	l := startLedger(t, e, 2)
+	reverseUp := func() bool {
+		return e.phase() == "switched" && e.statusField("reverse", "connected") == true
+	}
+	steps := []struct {
+		step      string
+		committed bool
+	}{
+		{"fence-target", false}, {"drain-reverse", false}, {"sequences-back", false}, {"resume-forward", false},
+		{"rollback-commit", false}, {"source-writable", true}, {"route-back", true},
+	}
+	for _, s := range steps {
+		if only := os.Getenv("MIGRATED_TEST_CRASH_STEP"); only != "" && only != s.step {
+			continue
+		}
+		if e.phase() != "switched" {
+			e.verifyClean()
+			e.mustCLI("cutover", "--confirm", "rbcrash", "--force")
+		}
+		e.stop(d)
+		d = e.startEnv("MIGRATED_FAULT=crash-before-done:" + s.step)
+		e.waitFor(d, "the reverse stream", time.Minute, reverseUp)
+		out, code := e.cli("rollback", "--confirm", "rbcrash")
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("crash at %s: the daemon did not die (exit %d):\n%s", s.step, code, out)
+		}
+		d = e.start()
+		want := "switched"
+		if s.committed {
+			want = "streaming"
+		}
+		e.waitFor(d, want+" after the crash at "+s.step, time.Minute, func() bool {
+			return e.phase() == want && e.statusField("operation", "outcome") != "running"
+		})
+		if src, dst := e.fenced(e.src), e.fenced(e.dst); src == s.committed || dst != s.committed {
+			t.Fatalf("crash at %s: source fenced %v, target fenced %v; want the %s fenced only", s.step, src, dst, map[bool]string{true: "target", false: "source"}[s.committed])
+		}
+		acked := l.snapshot()
+		if s.committed {
+			if strings.TrimSpace(readFile(t, filepath.Join(e.dir, "route"))) != "source" {
+				t.Fatalf("crash at %s: the hook did not route back to the source", s.step)
+			}
+			l.check(t, e, e.src, "source after the crash at "+s.step, acked)
+			e.waitCaughtUp(d)
+			l.check(t, e, e.dst, "target after the crash at "+s.step, acked)
+		} else {
+			l.check(t, e, e.dst, "target after the crash at "+s.step, acked)
+			e.waitFor(d, "the reverse stream", time.Minute, reverseUp)
+			e.waitReverseCaughtUp(d)
+			l.check(t, e, e.src, "old source after the crash at "+s.step, acked)
+		}
+		t.Logf("crash at %s: recovered to %s", s.step, want)
+	}
+	if e.phase() == "switched" {
+		e.mustCLI("rollback", "--confirm", "rbcrash")
+	}
+	l.finish(t)
+	e.waitCaughtUp(d)
+	e.stop(d)
+	e.compare()
+}
