@@ -71,6 +71,7 @@ func run() int {
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", "migration.yaml", "path of the migration config file")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&g.listen, "listen", "", "control API address (overrides api.listen)")
+	completeConfig(root)
 	root.AddCommand(runCmd(&g), checkCmd(&g), statusCmd(&g), versionCmd(), demoCmd(&g))
 	root.AddCommand(actionCmds(&g)...)
 
