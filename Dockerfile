@@ -1,14 +1,13 @@
 # syntax=docker/dockerfile:1
-# Build: the same command as `make build` and CI.
+# Build: `make build`, the same command CI runs.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X main.version=${VERSION} -X github.com/migrated/migrated/internal/metrics.Version=${VERSION}" \
-      -o /out/migrated ./cmd/migrated
+# `make build` is the one build command: CI runs it too (.ci/run), and checks the binary is static.
+RUN make build VERSION="${VERSION}" BIN=/out/migrated
 
 # Run: pg_dump is needed for the PostgreSQL schema copy; it must be at least the source's major version.
 FROM debian:bookworm-slim
