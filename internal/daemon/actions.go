@@ -195,6 +195,10 @@ func (d *Daemon) resumeVerify(ctx context.Context) {
 	d.showVerify(res, false)
 	if res.FinishedAt.IsZero() && res.Error == "" {
 		d.startVerify()
+		return
+	}
+	if res.Error == "" {
+		d.verifyMetrics(res) // the last finished run, so dashboards need not wait for the next
 	}
 }
 
@@ -222,12 +226,21 @@ func (d *Daemon) startVerify() {
 		d.mu.Unlock()
 		d.showVerify(res, false)
 		if err == nil {
-			d.m.VerifyChunks.Set(float64(res.Chunks))
-			d.m.VerifyMismatchedChunks.Set(float64(res.Mismatched))
-			d.m.VerifyLastSuccess.Set(float64(time.Now().Unix()))
+			d.verifyMetrics(res)
 			d.log.Info("verify finished", zap.Bool("clean", res.Clean), zap.Int64("chunks", res.Chunks), zap.Int64("mismatched", res.Mismatched))
 		}
 	}()
+}
+
+// verifyMetrics publishes a finished run's result.
+func (d *Daemon) verifyMetrics(r verify.Result) {
+	at := r.FinishedAt
+	if at.IsZero() {
+		at = time.Now()
+	}
+	d.m.VerifyChunks.Set(float64(r.Chunks))
+	d.m.VerifyMismatchedChunks.Set(float64(r.Mismatched))
+	d.m.VerifyLastSuccess.Set(float64(at.Unix()))
 }
 
 func (d *Daemon) showVerify(r verify.Result, running bool) {

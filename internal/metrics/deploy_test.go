@@ -319,3 +319,27 @@ func TestDashboardPanels(t *testing.T) {
 		}
 	}
 }
+
+// TestPrometheusRuleInSync checks that the Kubernetes PrometheusRule carries exactly the groups
+// of deploy/prometheus/alerts.yaml, which deploy/kubernetes/prometheusrule.sh copies into it.
+func TestPrometheusRuleInSync(t *testing.T) {
+	read := func(path string) any {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := yaml.Unmarshal(b, &v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return v
+	}
+	rules, _ := read("../../deploy/prometheus/alerts.yaml").(map[string]any)
+	wrapped, _ := read("../../deploy/kubernetes/prometheusrule.yaml").(map[string]any)
+	spec, _ := wrapped["spec"].(map[string]any)
+	a, _ := json.Marshal(rules["groups"])
+	b, _ := json.Marshal(spec["groups"])
+	if rules["groups"] == nil || string(a) != string(b) {
+		t.Fatal("deploy/kubernetes/prometheusrule.yaml is out of date: run deploy/kubernetes/prometheusrule.sh and commit both files")
+	}
+}
