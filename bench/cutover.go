@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/migrated/migrated/internal/cutover"
+	"github.com/migrated/migrated/internal/postgres"
 	"github.com/migrated/migrated/internal/server"
 )
 
@@ -518,7 +519,7 @@ func (w *writer) transact(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		if refusedByFence(err) {
+		if postgres.RefusedByFence(err) {
 			w.refused.Add(1)
 			sleep(ctx, 5*time.Millisecond)
 			continue
@@ -538,18 +539,6 @@ func (w *writer) route() (*pgxpool.Pool, string) {
 		return w.dst, "target"
 	}
 	return w.src, "source"
-}
-
-// refusedByFence reports the errors a fence causes: a read-only transaction, a terminated
-// session, a connection lost with it.
-func refusedByFence(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "25006" || strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
-	}
-	msg := err.Error()
-	return pgconn.SafeToRetry(err) || strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "conn closed") ||
-		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")
 }
 
 // tally copies the load's counts into r.

@@ -172,21 +172,6 @@ func verifyCopy(ctx context.Context, src, dst string) error {
 	return nil
 }
 
-// lsnReached reports whether the pg_lsn text a is at or past b (both like "0/1A2B3C").
-func lsnReached(a, b string) bool {
-	pa, ok1 := parseLSN(a)
-	pb, ok2 := parseLSN(b)
-	return ok1 && ok2 && pa >= pb
-}
-
-func parseLSN(s string) (uint64, bool) {
-	var hi, lo uint64
-	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
-		return 0, false
-	}
-	return hi<<32 | lo, true
-}
-
 // waitUntil polls cond every 50ms until it holds, ctx ends, or timeout passes. abort, if not
 // nil, is checked first on each round and ends the wait with its error (a daemon that died).
 func waitUntil(ctx context.Context, what string, timeout time.Duration, abort func() error, cond func() bool) error {

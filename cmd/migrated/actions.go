@@ -365,14 +365,6 @@ func printSwitch(cmd *cobra.Command, output string, plan server.CutoverPlan) err
 	return nil
 }
 
-// writableSide names the side that takes writes after op.
-func writableSide(op string) string {
-	if op == "rollback" {
-		return "source"
-	}
-	return "target"
-}
-
 func printPlan(w io.Writer, plan server.CutoverPlan) {
 	res := plan.Result
 	failed := failedChecks(plan.Checks)
@@ -439,7 +431,7 @@ func printPlan(w io.Writer, plan server.CutoverPlan) {
 	}
 	switch res.Outcome {
 	case "done":
-		fmt.Fprintf(w, "the %s takes writes\n", writableSide(plan.Op))
+		fmt.Fprintf(w, "the %s takes writes\n", cutover.Op(plan.Op).Writable())
 	case "running":
 		fmt.Fprintf(w, "still running; follow it with `migrated status --watch 1s`\n")
 	}
@@ -483,7 +475,7 @@ func failedChecks(checks []server.Check) []string {
 }
 
 func printHookError(w io.Writer, plan server.CutoverPlan) {
-	side := writableSide(plan.Op)
+	side := cutover.Op(plan.Op).Writable()
 	fmt.Fprintf(w, "\n*** ROUTING HOOK FAILED: the %s is done and the %s takes writes, but the application was not sent there ***\n", plan.Op, side)
 	fmt.Fprintf(w, "%s\n\n", plan.Result.HookError)
 }
@@ -507,16 +499,9 @@ func planErr(plan server.CutoverPlan) error {
 	case "done", "running":
 		return nil
 	case "aborted":
-		return fmt.Errorf("%s aborted before its commit; the %s takes writes as before: %s", plan.Op, otherSide(plan.Op), orUnknown(res.Error))
+		return fmt.Errorf("%s aborted before its commit; the %s takes writes as before: %s", plan.Op, cutover.Op(plan.Op).Fenced(), orUnknown(res.Error))
 	}
 	return fmt.Errorf("%s %s: %s", plan.Op, res.Outcome, orUnknown(res.Error))
-}
-
-func otherSide(op string) string {
-	if op == "rollback" {
-		return "target"
-	}
-	return "source"
 }
 
 func orUnknown(s string) string {

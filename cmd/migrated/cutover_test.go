@@ -27,7 +27,7 @@ func (e *env) cutoverConfigLag(timeout, window, maxLag string) {
   timeout: %s
   verify-max-age: 1h%s
   hooks:
-    exec: ["/bin/sh", "-c", "echo $MIGRATED_WRITABLE > %s/route"]
+    exec: ["/bin/sh", "-c", "echo $MIGRATED_WRITABLE > %[4]s/route.tmp && mv %[4]s/route.tmp %[4]s/route"]
 verify:
   chunk-rows: 500
 `, maxLag, timeout, w, e.dir))
@@ -105,25 +105,6 @@ func (e *env) verifyClean() {
 	if !strings.Contains(strings.ToLower(out), "clean") {
 		e.t.Fatalf("verify did not report clean:\n%s", out)
 	}
-}
-
-// waitReverseCaughtUp waits until the source's reverse checkpoint passes the target's WAL now.
-func (e *env) waitReverseCaughtUp(d *proc) {
-	e.t.Helper()
-	ctx := context.Background()
-	dst := e.connect(e.dst)
-	defer dst.Close(ctx)
-	var lsn string
-	if err := dst.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
-		e.t.Fatal(err)
-	}
-	src := e.connect(e.src)
-	defer src.Close(ctx)
-	e.waitFor(d, "source to reach target position "+lsn, 2*time.Minute, func() bool {
-		var reached bool
-		err := src.QueryRow(ctx, `SELECT position::pg_lsn >= $1::pg_lsn FROM _migrated.progress WHERE migration = $2 AND stream = 'reverse'`, lsn, e.name).Scan(&reached)
-		return err == nil && reached
-	})
 }
 
 func seedLedger(t *testing.T, e *env) {
@@ -227,7 +208,7 @@ func TestCutoverAndRollbackUnderLoad(t *testing.T) {
 	}
 	acked := l.snapshot()
 	l.check(t, e, e.dst, "target after cutover", acked)
-	e.waitReverseCaughtUp(d)
+	e.waitStreamCaughtUp(d, "reverse")
 	l.check(t, e, e.src, "old source through the reverse stream", acked)
 	if n := l.sides()["target"]; n == 0 {
 		t.Fatalf("the ledger wrote nothing on the target after the cutover")
@@ -260,7 +241,7 @@ func TestCutoverAndRollbackUnderLoad(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	l.finish(t)
-	e.waitReverseCaughtUp(d)
+	e.waitStreamCaughtUp(d, "reverse")
 	l.check(t, e, e.dst, "target after the second cutover", nil)
 	l.check(t, e, e.src, "old source after the second cutover", nil)
 	e.compare()
@@ -353,23 +334,14 @@ func TestCutoverCrashAtEachStep(t *testing.T) {
 			continue
 		}
 		e.verifyClean()
-		e.stop(d)
-		d = e.startEnv("MIGRATED_FAULT=crash-before-done:" + s.step)
-		e.waitStreaming(d)
-		out, code := e.cli("cutover", "--confirm", "crash", "--force")
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("crash at %s: the daemon did not die (exit %d):\n%s", s.step, code, out)
-		}
-		d = e.start()
+		d = e.crashAt(d, s.step, func() bool {
+			return e.phase() == "streaming" && e.statusField("stream", "connected") == true
+		}, "cutover", "--confirm", "crash", "--force")
 		want := "streaming"
 		if s.committed {
 			want = "switched"
 		}
-		e.waitFor(d, want+" after the crash at "+s.step, time.Minute, func() bool {
-			return e.phase() == want && e.statusField("operation", "outcome") != "running"
-		})
+		e.waitRecovered(d, want, s.step)
 		if got := e.fenced(e.src); got != s.committed {
 			t.Fatalf("crash at %s: source fenced = %v, want %v", s.step, got, s.committed)
 		}
@@ -381,7 +353,7 @@ func TestCutoverCrashAtEachStep(t *testing.T) {
 				t.Fatalf("crash at %s: the hook did not route to the target after the roll forward", s.step)
 			}
 			acked := l.snapshot()
-			e.waitReverseCaughtUp(d)
+			e.waitStreamCaughtUp(d, "reverse")
 			l.check(t, e, e.src, "old source after the crash at "+s.step, acked)
 			e.mustCLI("rollback", "--confirm", "crash")
 		} else if s := e.slots(e.dst); s != "" {
@@ -396,6 +368,32 @@ func TestCutoverCrashAtEachStep(t *testing.T) {
 	e.waitCaughtUp(d)
 	e.stop(d)
 	e.compare()
+}
+
+// crashAt restarts the daemon with a fault that kills it after step's work and before its
+// journal says done, waits until ready, runs the CLI action that reaches the step, waits for the
+// daemon to die, and starts it again.
+func (e *env) crashAt(d *proc, step string, ready func() bool, action ...string) *proc {
+	e.t.Helper()
+	e.stop(d)
+	d = e.startEnv("MIGRATED_FAULT=crash-before-done:" + step)
+	e.waitFor(d, "ready for "+action[0], time.Minute, ready)
+	out, code := e.cli(action...)
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		e.t.Fatalf("crash at %s: the daemon did not die (exit %d):\n%s", step, code, out)
+	}
+	return e.start()
+}
+
+// waitRecovered waits until the restarted daemon has finished or undone the interrupted operation
+// and shows phase want.
+func (e *env) waitRecovered(d *proc, want, step string) {
+	e.t.Helper()
+	e.waitFor(d, want+" after the crash at "+step, time.Minute, func() bool {
+		return e.phase() == want && e.statusField("operation", "outcome") != "running"
+	})
 }
 
 func (e *env) startEnv(env ...string) *proc {
@@ -494,23 +492,12 @@ func TestRollbackCrashAtEachStep(t *testing.T) {
 			e.verifyClean()
 			e.mustCLI("cutover", "--confirm", "rbcrash", "--force")
 		}
-		e.stop(d)
-		d = e.startEnv("MIGRATED_FAULT=crash-before-done:" + s.step)
-		e.waitFor(d, "the reverse stream", time.Minute, reverseUp)
-		out, code := e.cli("rollback", "--confirm", "rbcrash")
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("crash at %s: the daemon did not die (exit %d):\n%s", s.step, code, out)
-		}
-		d = e.start()
+		d = e.crashAt(d, s.step, reverseUp, "rollback", "--confirm", "rbcrash")
 		want := "switched"
 		if s.committed {
 			want = "streaming"
 		}
-		e.waitFor(d, want+" after the crash at "+s.step, time.Minute, func() bool {
-			return e.phase() == want && e.statusField("operation", "outcome") != "running"
-		})
+		e.waitRecovered(d, want, s.step)
 		if src, dst := e.fenced(e.src), e.fenced(e.dst); src == s.committed || dst != s.committed {
 			t.Fatalf("crash at %s: source fenced %v, target fenced %v; want the %s fenced only", s.step, src, dst, map[bool]string{true: "target", false: "source"}[s.committed])
 		}
@@ -525,7 +512,7 @@ func TestRollbackCrashAtEachStep(t *testing.T) {
 		} else {
 			l.check(t, e, e.dst, "target after the crash at "+s.step, acked)
 			e.waitFor(d, "the reverse stream", time.Minute, reverseUp)
-			e.waitReverseCaughtUp(d)
+			e.waitStreamCaughtUp(d, "reverse")
 			l.check(t, e, e.src, "old source after the crash at "+s.step, acked)
 		}
 		t.Logf("crash at %s: recovered to %s", s.step, want)

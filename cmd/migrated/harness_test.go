@@ -230,20 +230,29 @@ func (e *env) phase() string {
 }
 
 // waitCaughtUp waits until the target's checkpoint passes the source's current WAL position.
-func (e *env) waitCaughtUp(d *proc) {
+func (e *env) waitCaughtUp(d *proc) { e.waitStreamCaughtUp(d, "forward") }
+
+// waitStreamCaughtUp waits until the checkpoint of the named stream, kept on the side it writes
+// to, passes the WAL insert position of the side it reads, taken now: every write acknowledged
+// there so far has been applied.
+func (e *env) waitStreamCaughtUp(d *proc, stream string) {
 	e.t.Helper()
+	from, to := e.src, e.dst
+	if stream == "reverse" {
+		from, to = e.dst, e.src
+	}
 	ctx := context.Background()
-	src := e.connect(e.src)
-	defer src.Close(ctx)
+	fc := e.connect(from)
+	defer fc.Close(ctx)
 	var lsn string
-	if err := src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+	if err := fc.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
 		e.t.Fatal(err)
 	}
-	dst := e.connect(e.dst)
-	defer dst.Close(ctx)
-	e.waitFor(d, "target to reach source position "+lsn, 5*time.Minute, func() bool {
+	tc := e.connect(to)
+	defer tc.Close(ctx)
+	e.waitFor(d, "the "+stream+" stream to reach position "+lsn, 5*time.Minute, func() bool {
 		var reached bool
-		err := dst.QueryRow(ctx, `SELECT position::pg_lsn >= $1::pg_lsn FROM _migrated.progress WHERE migration = $2 AND stream = 'forward'`, lsn, e.name).Scan(&reached)
+		err := tc.QueryRow(ctx, `SELECT position::pg_lsn >= $1::pg_lsn FROM _migrated.progress WHERE migration = $2 AND stream = $3`, lsn, e.name, stream).Scan(&reached)
 		return err == nil && reached
 	})
 }

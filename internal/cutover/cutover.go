@@ -20,6 +20,23 @@ const (
 	OpRollback Op = "rollback"
 )
 
+// Fenced names the side an operation fences: the source for a cutover, the target for a
+// rollback. It stays read-only when the operation commits.
+func (op Op) Fenced() string {
+	if op == OpRollback {
+		return "target"
+	}
+	return "source"
+}
+
+// Writable names the side that takes the writes once the operation commits.
+func (op Op) Writable() string {
+	if op == OpRollback {
+		return "source"
+	}
+	return "target"
+}
+
 // Step is one step of an operation, in the order they run.
 type Step string
 
@@ -61,6 +78,9 @@ var commitStep = map[Op]Step{OpCutover: StepCommit, OpRollback: StepRollbackComm
 // undo is the step that returns the system to where it was when an operation aborts before its
 // commit: only the fence needs undoing, every other step before commit is invisible to clients.
 var undo = map[Op]Step{OpCutover: StepUnfence, OpRollback: StepUnfenceTarget}
+
+// CommitStep returns op's point of no return.
+func CommitStep(op Op) Step { return commitStep[op] }
 
 // Undo returns the step that undoes op before its commit.
 func Undo(op Op) Step { return undo[op] }

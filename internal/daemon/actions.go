@@ -81,23 +81,19 @@ func (d *Daemon) Cancel(ctx context.Context, req server.ActionRequest) (any, err
 	if req.Confirm != d.cfg.Name {
 		return nil, conflict("cancel refused: pass --confirm %s", d.cfg.Name)
 	}
-	p := state.Phase(d.phase())
-	if p == state.PhaseFailed {
-		mig, err := d.store.Load(ctx)
-		if err != nil {
-			return nil, err
-		}
-		p = mig.FailedIn
+	p, err := d.resumePhase(ctx)
+	if err != nil {
+		return nil, err
 	}
 	switch p {
-	case state.PhaseSnapshotting, state.PhaseStreaming, "":
+	case state.PhaseSnapshotting, state.PhaseStreaming:
 	default:
 		return nil, conflict("cancel refused: phase is %s; cancel abandons a migration before its cutover (after it, use rollback, then cancel; or complete)", p)
 	}
 	if err := d.stopWork(ctx); err != nil {
 		return nil, err
 	}
-	if err := d.dropStream(ctx, d.srcDSN, d.slotName(), d.pubName()); err != nil {
+	if err := d.dropLeg(ctx, d.fwd, true); err != nil {
 		return nil, err
 	}
 	if err := d.setPhase(ctx, state.PhaseCancelled, ""); err != nil {
@@ -116,15 +112,10 @@ func (d *Daemon) Complete(ctx context.Context, req server.ActionRequest) (any, e
 	if req.Confirm != d.cfg.Name {
 		return nil, conflict("complete refused: pass --confirm %s", d.cfg.Name)
 	}
-	p := state.Phase(d.phase())
-	if p == state.PhaseFailed {
-		mig, err := d.store.Load(ctx)
-		if err != nil {
-			return nil, err
-		}
-		p = mig.FailedIn // a reverse stream that broke for good can still be completed
-	}
-	if p != state.PhaseSwitched {
+	// A reverse stream that broke for good (failed in switched) can still be completed.
+	if p, err := d.resumePhase(ctx); err != nil {
+		return nil, err
+	} else if p != state.PhaseSwitched {
 		return nil, conflict("complete refused: phase is %s; complete ends the dual-write phase (switched) after a cutover", d.phase())
 	}
 	if last, err := d.store.LastOperation(ctx); err != nil {
@@ -135,10 +126,10 @@ func (d *Daemon) Complete(ctx context.Context, req server.ActionRequest) (any, e
 	if err := d.stopWork(ctx); err != nil {
 		return nil, err
 	}
-	if err := d.dropStream(ctx, d.dstDSN, d.reverseName(), d.reverseName()); err != nil {
+	if err := d.dropLeg(ctx, d.rev, true); err != nil {
 		return nil, err
 	}
-	if err := d.dropStream(ctx, d.srcDSN, d.slotName(), d.pubName()); err != nil {
+	if err := d.dropLeg(ctx, d.fwd, true); err != nil {
 		return nil, err
 	}
 	// Only this migration's checkpoint: _migrated there may hold another migration's history.
@@ -151,20 +142,33 @@ func (d *Daemon) Complete(ctx context.Context, req server.ActionRequest) (any, e
 	return d.result("complete", "completed: slots and publications dropped on both sides; the old source stays read-only (ALTER DATABASE ... RESET default_transaction_read_only to reopen it); _migrated on the target keeps the history, and _migrated on the old source can be dropped when no other migration uses it"), nil
 }
 
-// dropStream drops a stream's slot and, when pub is set, its publication, on the side at dsn.
-func (d *Daemon) dropStream(ctx context.Context, dsn, slot, pub string) error {
-	conn, err := d.connect(ctx, dsn)
+// resumePhase is the phase whose work runs now or would after a restart (see
+// state.Migration.ResumePhase).
+func (d *Daemon) resumePhase(ctx context.Context) (state.Phase, error) {
+	if p := state.Phase(d.phase()); p != state.PhaseFailed {
+		return p, nil
+	}
+	mig, err := d.store.Load(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to the %s: %w", d.side(dsn), err)
+		return "", err
+	}
+	return mig.ResumePhase(), nil
+}
+
+// dropLeg drops a stream's slot and, with pub, its publication, on the side the stream reads.
+func (d *Daemon) dropLeg(ctx context.Context, l *leg, pub bool) error {
+	conn, err := d.connect(ctx, l.fromDSN)
+	if err != nil {
+		return fmt.Errorf("connect to the %s: %w", d.side(l.fromDSN), err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.DropSlot(ctx, conn.Conn, slot); err != nil {
+	if err := postgres.DropSlot(ctx, conn.Conn, l.slot); err != nil {
 		return err
 	}
-	if pub == "" {
+	if !pub {
 		return nil
 	}
-	return postgres.DropPublication(ctx, conn.Conn, pub)
+	return postgres.DropPublication(ctx, conn.Conn, l.pub)
 }
 
 // Verify starts an online verify in the background, or resumes the unfinished one.
@@ -212,7 +216,7 @@ func (d *Daemon) startVerify() {
 		roots := postgres.Roots(d.tables)
 		res, err := verify.Run(ctx, verify.Options{
 			Migration: d.cfg.Name, Source: d.source, Target: d.target, Tables: roots,
-			ChunkRows: d.cfg.Verify.ChunkRows, Log: d.log.Named("verify"),
+			ChunkRows: d.cfg.Verify.ChunkRows, Log: d.log,
 			Applied:  func(context.Context) (postgres.LSN, error) { return d.fwd.Applied(), nil },
 			Progress: func(r verify.Result) { d.showVerify(r, true) },
 		})
@@ -226,8 +230,7 @@ func (d *Daemon) startVerify() {
 		d.mu.Unlock()
 		d.showVerify(res, false)
 		if err == nil {
-			d.verifyMetrics(res)
-			d.log.Info("verify finished", zap.Bool("clean", res.Clean), zap.Int64("chunks", res.Chunks), zap.Int64("mismatched", res.Mismatched))
+			d.verifyMetrics(res) // verify logs the finished run itself
 		}
 	}()
 }

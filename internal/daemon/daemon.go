@@ -249,12 +249,8 @@ func (d *Daemon) supervise(ctx context.Context) error {
 			}
 			continue
 		}
-		phase := mig.Phase
-		if phase == state.PhaseFailed {
-			phase = mig.FailedIn
-			if phase == "" {
-				phase = state.PhaseSnapshotting
-			}
+		phase := mig.ResumePhase()
+		if mig.Phase == state.PhaseFailed {
 			d.log.Warn("resuming a failed migration", zap.String("phase", string(phase)), zap.String("error", mig.Error))
 		}
 		var work func(context.Context) error
@@ -305,11 +301,9 @@ func (d *Daemon) supervise(ctx context.Context) error {
 // runLeg streams one direction, with the phase recorded and the daemon ready.
 func (d *Daemon) runLeg(ctx context.Context, l *leg, phase state.Phase) error {
 	if l.direction == reverse {
-		store, err := d.sourceStore(ctx)
-		if err != nil {
+		if _, err := d.legStore(ctx, l); err != nil {
 			return err
 		}
-		l.store = store
 		d.mu.Lock()
 		d.status.Reverse = l.status
 		d.mu.Unlock()

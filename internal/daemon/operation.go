@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/migrated/migrated/internal/config"
 	"github.com/migrated/migrated/internal/cutover"
 	"github.com/migrated/migrated/internal/hooks"
 	"github.com/migrated/migrated/internal/postgres"
@@ -180,12 +181,12 @@ func (d *Daemon) fenceCheck(ctx context.Context) cutover.Check {
 // probeReverse checks that the target can serve the reverse stream: logical WAL, a free slot and
 // sender, and the privileges, as preflight checks the source.
 func (d *Daemon) probeReverse(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, d.dstDSN)
+	conn, err := d.connect(ctx, d.dstDSN)
 	if err != nil {
-		return fmt.Errorf("connect to the target: %w", redactErr(err, d.dstDSN))
+		return fmt.Errorf("connect to the target: %w", err)
 	}
 	defer conn.Close(ctx)
-	probs, err := postgres.CheckSource(ctx, conn, d.tables, d.reverseName())
+	probs, err := postgres.CheckSource(ctx, conn.Conn, d.tables, d.reverseName())
 	if err != nil {
 		return err
 	}
@@ -253,14 +254,6 @@ func (d *Daemon) recoverOperation(ctx context.Context) error {
 // hold the fence forever; the attempt is retried.
 const undoTimeout = 30 * time.Second
 
-// fencedSide is the side an operation fences.
-func fencedSide(op cutover.Op) string {
-	if op == cutover.OpRollback {
-		return "target"
-	}
-	return "source"
-}
-
 // postCommitAttempts bounds the retries of a step after the point of no return before the daemon
 // gives up and asks the operator to act. Restarting migrated retries again.
 const postCommitAttempts = 5
@@ -311,7 +304,7 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 		if failures >= postCommitAttempts {
 			o.Outcome, o.Error = "failed", fmt.Sprintf("%s failed %d times: %v; fix the cause and restart migrated, which retries it", next.Step, failures, err)
 			if next.Aborting {
-				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SHOW default_transaction_read_only in a new session, and lift it with ALTER DATABASE ... RESET default_transaction_read_only", fencedSide(o.op))
+				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SHOW default_transaction_read_only in a new session, and lift it with ALTER DATABASE ... RESET default_transaction_read_only", o.op.Fenced())
 			}
 			_ = d.store.SaveOperation(ctx, o.Operation)
 			d.publishOperation(o, string(next.Step))
@@ -324,10 +317,7 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 
 // finish records the end of an operation and the phase it leaves the migration in.
 func (d *Daemon) finish(ctx context.Context, o *opRun, next cutover.Action, cause error) error {
-	phase := state.PhaseSwitched
-	if (o.op == cutover.OpCutover) == next.Aborting {
-		phase = state.PhaseStreaming
-	}
+	phase := o.phaseAfter(next.Aborting)
 	o.Outcome = "done"
 	if next.Aborting {
 		o.Outcome = "aborted"
@@ -348,11 +338,8 @@ func (d *Daemon) finish(ctx context.Context, o *opRun, next cutover.Action, caus
 	d.log.Info("operation finished", zap.String("op", string(o.op)), zap.String("outcome", o.Outcome),
 		zap.Float64("write_unavailable_seconds", o.WriteUnavailableSeconds), zap.String("error", o.Error))
 	if next.Aborting {
-		what := "the source takes writes again and the migration is streaming"
-		if o.op == cutover.OpRollback {
-			what = "the target takes writes again and the reverse stream runs"
-		}
-		return &server.ActionError{Code: http.StatusConflict, Msg: fmt.Sprintf("%s aborted: %s; %s. Nothing was lost.", o.op, o.Error, what)}
+		return &server.ActionError{Code: http.StatusConflict, Msg: fmt.Sprintf("%s aborted: %s; the %s takes writes again and the migration is %s. Nothing was lost.",
+			o.op, o.Error, o.op.Fenced(), phase)}
 	}
 	return nil
 }
@@ -391,12 +378,9 @@ func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step, undoi
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	}
-	var phase state.Phase
-	switch step {
-	case cutover.StepCommit:
-		phase = state.PhaseSwitched
-	case cutover.StepRollbackCommit:
-		phase = state.PhaseStreaming
+	var phase state.Phase // the commit's done record moves the migration to its new phase
+	if step == cutover.CommitStep(o.op) {
+		phase = o.phaseAfter(false)
 	}
 	if err := d.store.SaveOperation(context.WithoutCancel(ctx), o.Operation); err != nil {
 		return err
@@ -456,32 +440,24 @@ func (d *Daemon) operationState(o *state.Operation, step string) *server.Operati
 
 type stepFunc func(ctx context.Context, o *opRun) (detail string, err error)
 
+// stepFunc is the work of a step. A rollback's steps are a cutover's with the two streams
+// swapped, so most share one implementation that reads the sides from the operation's legs.
 func (d *Daemon) stepFunc(s cutover.Step) stepFunc {
 	switch s {
-	case cutover.StepFence:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.fence(ctx, o, d.srcDSN, d.fwd) }
-	case cutover.StepFenceTarget:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.fence(ctx, o, d.dstDSN, d.rev) }
-	case cutover.StepDrain:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.drain(ctx, o, d.fwd) }
-	case cutover.StepDrainReverse:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.drain(ctx, o, d.rev) }
+	case cutover.StepFence, cutover.StepFenceTarget:
+		return d.fence
+	case cutover.StepDrain, cutover.StepDrainReverse:
+		return d.drain
 	case cutover.StepFinalCheck:
 		return d.finalCheck
-	case cutover.StepSequences:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.sequences(ctx, d.srcDSN, d.dstDSN) }
-	case cutover.StepSequencesBack:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.sequences(ctx, d.dstDSN, d.srcDSN) }
-	case cutover.StepReverse:
-		return d.prepareReverse
-	case cutover.StepForward:
-		return d.resumeForward
+	case cutover.StepSequences, cutover.StepSequencesBack:
+		return d.sequences
+	case cutover.StepReverse, cutover.StepForward:
+		return d.startLeg
 	case cutover.StepCommit, cutover.StepRollbackCommit:
 		return d.commit
-	case cutover.StepWritable:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.writable(ctx, o, d.dstDSN) }
-	case cutover.StepSourceWritable:
-		return func(ctx context.Context, o *opRun) (string, error) { return d.writable(ctx, o, d.srcDSN) }
+	case cutover.StepWritable, cutover.StepSourceWritable:
+		return d.writable
 	case cutover.StepRoute, cutover.StepRouteBack:
 		return d.route
 	case cutover.StepUnfence, cutover.StepUnfenceTarget:
@@ -492,7 +468,24 @@ func (d *Daemon) stepFunc(s cutover.Step) stepFunc {
 	}
 }
 
-// connect opens a session to one side.
+// legs returns the stream that runs before the operation, whose origin it fences, and the one
+// that runs after it, whose origin takes the writes.
+func (d *Daemon) legs(op cutover.Op) (before, after *leg) {
+	if op == cutover.OpRollback {
+		return d.rev, d.fwd
+	}
+	return d.fwd, d.rev
+}
+
+// phaseAfter is the phase an operation leaves the migration in: the new direction's when it
+// commits, the old one's when it is undone.
+func (o *opRun) phaseAfter(undone bool) state.Phase {
+	if (o.op == cutover.OpCutover) != undone {
+		return state.PhaseSwitched
+	}
+	return state.PhaseStreaming
+}
+
 // connect takes a session to one side from the daemon's pool: no connection setup inside the write
 // pause. Close gives it back.
 func (d *Daemon) connect(ctx context.Context, dsn string) (*pooledConn, error) {
@@ -526,9 +519,11 @@ func (d *Daemon) side(dsn string) string {
 	return "target"
 }
 
-// fence makes the side that takes writes now read-only, and pushes a heartbeat through the leg
-// so that its stream passes the fence position at once.
-func (d *Daemon) fence(ctx context.Context, o *opRun, dsn string, l *leg) (string, error) {
+// fence makes the side that takes writes now read-only, and pushes a heartbeat through its
+// stream so that the stream passes the fence position at once.
+func (d *Daemon) fence(ctx context.Context, o *opRun) (string, error) {
+	l, _ := d.legs(o.op)
+	dsn := l.fromDSN
 	conn, err := d.connect(ctx, dsn)
 	if err != nil {
 		return "", fmt.Errorf("connect to the %s: %w", d.side(dsn), err)
@@ -550,18 +545,19 @@ func (d *Daemon) fence(ctx context.Context, o *opRun, dsn string, l *leg) (strin
 }
 
 // drain waits until the leg has durably applied everything up to the fence, then stops it.
-func (d *Daemon) drain(ctx context.Context, o *opRun, l *leg) (string, error) {
+func (d *Daemon) drain(ctx context.Context, o *opRun) (string, error) {
+	l, _ := d.legs(o.op)
 	if o.fence == 0 {
 		return "", errors.New("no fence position recorded")
 	}
 	w := d.currentWork()
+	var done chan struct{} // nil, never ready, when no work runs
+	if w != nil {
+		done = w.done
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for l.Applied() < o.fence {
-		var done chan struct{}
-		if w != nil {
-			done = w.done
-		}
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("the %s stream did not reach the fence position %s in time (applied %s); find what slows apply (migrated status, the target's locks) and try again: %w",
@@ -589,29 +585,23 @@ func (d *Daemon) finalCheck(ctx context.Context, o *opRun) (string, error) {
 			skipped++
 		}
 	}
-	var src, dst map[string]int64
+	var counts [2]map[string]int64 // source, target
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		conn, err := d.connect(gctx, d.srcDSN)
-		if err != nil {
+	for i, dsn := range []string{d.srcDSN, d.dstDSN} {
+		g.Go(func() error {
+			conn, err := d.connect(gctx, dsn)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(gctx))
+			counts[i], err = postgres.CountRows(gctx, conn.Conn, counted)
 			return err
-		}
-		defer conn.Close(context.WithoutCancel(gctx))
-		src, err = postgres.CountRows(gctx, conn.Conn, counted)
-		return err
-	})
-	g.Go(func() error {
-		conn, err := d.connect(gctx, d.dstDSN)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.WithoutCancel(gctx))
-		dst, err = postgres.CountRows(gctx, conn.Conn, counted)
-		return err
-	})
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return "", err
 	}
+	src, dst := counts[0], counts[1]
 	var diffs []string
 	var rows int64
 	for t, n := range src {
@@ -638,7 +628,9 @@ func (d *Daemon) treeRows(root *schema.Table) int64 {
 }
 
 // sequences moves every sequence on the side taking writes next past the other side's values.
-func (d *Daemon) sequences(ctx context.Context, fromDSN, toDSN string) (string, error) {
+func (d *Daemon) sequences(ctx context.Context, o *opRun) (string, error) {
+	l, _ := d.legs(o.op)
+	fromDSN, toDSN := l.fromDSN, l.toDSN
 	from, err := d.connect(ctx, fromDSN)
 	if err != nil {
 		return "", err
@@ -656,61 +648,55 @@ func (d *Daemon) sequences(ctx context.Context, fromDSN, toDSN string) (string, 
 	return fmt.Sprintf("%d sequence(s) moved past the %s's values", len(set), d.side(fromDSN)), nil
 }
 
-// prepareReverse creates the reverse stream's publication and slot on the target, before the
-// target takes any write, and records where the stream starts on the source.
-func (d *Daemon) prepareReverse(ctx context.Context, o *opRun) (string, error) {
-	store, err := d.sourceStore(ctx)
+// startLeg creates the slot (and publication) of the stream that runs after the operation, on
+// the side that is fenced and drained now, before that side takes any write; and records where
+// the stream starts. A cutover starts the reverse stream, a rollback a fresh forward one.
+func (d *Daemon) startLeg(ctx context.Context, o *opRun) (string, error) {
+	_, l := d.legs(o.op)
+	store, err := d.legStore(ctx, l)
 	if err != nil {
 		return "", err
 	}
-	conn, err := d.connect(ctx, d.dstDSN)
+	conn, err := d.connect(ctx, l.fromDSN)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.DropSlot(ctx, conn.Conn, d.reverseName()); err != nil {
+	if err := postgres.DropSlot(ctx, conn.Conn, l.slot); err != nil {
 		return "", err
 	}
-	if err := postgres.EnsurePublication(ctx, conn.Conn, d.reverseName(), d.tables); err != nil {
+	if err := postgres.EnsurePublication(ctx, conn.Conn, l.pub, d.tables); err != nil {
 		return "", err
 	}
-	start, err := postgres.CreateStreamSlot(ctx, d.dstDSN, d.reverseName())
+	start, err := postgres.CreateStreamSlot(ctx, l.fromDSN, l.slot)
 	if err != nil {
-		return "", redactErr(err, d.dstDSN)
+		return "", redactErr(err, l.fromDSN)
 	}
-	if err := store.SetPosition(ctx, reverse, start.String()); err != nil {
+	if err := store.SetPosition(ctx, l.direction, start.String()); err != nil {
 		return "", err
 	}
-	d.rev.applied.Store(uint64(start))
-	return fmt.Sprintf("reverse slot %s starts at %s", d.reverseName(), start), nil
+	if l.direction == forward {
+		// The per-table snapshot positions belong to the old slot's stream.
+		if err := store.ClearSkipBefore(ctx); err != nil {
+			return "", err
+		}
+	}
+	l.applied.Store(uint64(start))
+	return fmt.Sprintf("%s slot %s starts at %s", l.direction, l.slot, start), nil
 }
 
-// resumeForward creates a fresh forward slot on the source, which is fenced and drained, and
-// records where the forward stream starts.
-func (d *Daemon) resumeForward(ctx context.Context, o *opRun) (string, error) {
-	conn, err := d.connect(ctx, d.srcDSN)
+// legStore is the store that holds a stream's checkpoint, on the side it writes to: the target
+// for the forward stream, the old source for the reverse one.
+func (d *Daemon) legStore(ctx context.Context, l *leg) (*state.Store, error) {
+	if l.direction == forward {
+		return d.store, nil
+	}
+	store, err := d.sourceStore(ctx)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if err := postgres.DropSlot(ctx, conn.Conn, d.slotName()); err != nil {
-		return "", err
-	}
-	if err := postgres.EnsurePublication(ctx, conn.Conn, d.pubName(), d.tables); err != nil {
-		return "", err
-	}
-	start, err := postgres.CreateStreamSlot(ctx, d.srcDSN, d.slotName())
-	if err != nil {
-		return "", redactErr(err, d.srcDSN)
-	}
-	if err := d.store.SetPosition(ctx, forward, start.String()); err != nil {
-		return "", err
-	}
-	if err := d.store.ClearSkipBefore(ctx); err != nil {
-		return "", err
-	}
-	d.fwd.applied.Store(uint64(start))
-	return fmt.Sprintf("forward slot %s starts at %s", d.slotName(), start), nil
+	l.store = store
+	return store, nil
 }
 
 // commit is the point of no return; runStep records it together with the new phase. A rollback
@@ -725,7 +711,9 @@ func (d *Daemon) commit(ctx context.Context, o *opRun) (string, error) {
 }
 
 // writable lifts the fence on the side that takes writes from now on, and closes the write pause.
-func (d *Daemon) writable(ctx context.Context, o *opRun, dsn string) (string, error) {
+func (d *Daemon) writable(ctx context.Context, o *opRun) (string, error) {
+	_, l := d.legs(o.op)
+	dsn := l.fromDSN
 	conn, err := d.connect(ctx, dsn)
 	if err != nil {
 		return "", err
@@ -745,19 +733,10 @@ func (d *Daemon) writable(ctx context.Context, o *opRun, dsn string) (string, er
 // and runs the routing hooks. A hook failure does not undo anything: the switch is done, and
 // the operator is told to route by hand.
 func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
-	// The forward publication stays: a rollback streams forward again through it.
-	old, oldSlot, oldPub := d.srcDSN, d.slotName(), ""
-	writable, fenced := d.cfg.Target, d.cfg.Source
-	if o.op == cutover.OpRollback {
-		old, oldSlot, oldPub = d.dstDSN, d.reverseName(), d.reverseName()
-		writable, fenced = d.cfg.Source, d.cfg.Target
-	}
-	side := "target"
-	if o.op == cutover.OpRollback {
-		side = "source"
-	}
-	f := hooks.Facts{Migration: d.cfg.Name, Op: string(o.op), Writable: side, WritableEngine: writable.Engine,
-		WritableDSN: writable.Redacted(), FencedDSN: fenced.Redacted(), FencePosition: o.FencePosition,
+	old, now := d.legs(o.op)
+	f := hooks.Facts{Migration: d.cfg.Name, Op: string(o.op), Writable: d.side(now.fromDSN),
+		WritableEngine: d.endpoint(now.fromDSN).Engine, WritableDSN: d.endpoint(now.fromDSN).Redacted(),
+		FencedDSN: d.endpoint(old.fromDSN).Redacted(), FencePosition: o.FencePosition,
 		WriteUnavailableSeconds: o.WriteUnavailableSeconds, At: time.Now()}
 	detail := "routed"
 	if !o.routed { // a retry after a failed drop does not route twice
@@ -769,11 +748,12 @@ func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 		o.routed = true
 	}
 	// The old stream's slot goes after the hooks: an unreachable old side must not keep the
-	// application from being routed. A failed drop is retried.
-	if err := d.dropStream(ctx, old, oldSlot, oldPub); err != nil {
+	// application from being routed; a failed drop is retried. The forward publication stays,
+	// since a rollback streams forward again through it.
+	if err := d.dropLeg(ctx, old, old.direction == reverse); err != nil {
 		return "", err
 	}
-	if o.op == cutover.OpCutover {
+	if old.direction == forward {
 		d.m.SourceSlotRetainedBytes.Set(0) // the forward slot is gone
 	}
 	return detail, nil
@@ -782,10 +762,8 @@ func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 // undo returns the system to where it was before an operation that aborted before its commit:
 // the stream prepared for the other direction is dropped and the fenced side is writable again.
 func (d *Daemon) undo(ctx context.Context, o *opRun) (string, error) {
-	fenced, other, slot, pub := d.srcDSN, d.dstDSN, d.reverseName(), d.reverseName()
-	if o.op == cutover.OpRollback {
-		fenced, other, slot, pub = d.dstDSN, d.srcDSN, d.slotName(), ""
-	}
+	before, after := d.legs(o.op)
+	fenced := before.fromDSN
 	// Writes first: the fenced side opens before anything on the other side is touched.
 	fc, err := d.connect(ctx, fenced)
 	if err != nil {
@@ -795,8 +773,16 @@ func (d *Daemon) undo(ctx context.Context, o *opRun) (string, error) {
 	if err := postgres.Unfence(ctx, fc.Conn); err != nil {
 		return "", err
 	}
-	if err := d.dropStream(ctx, other, slot, pub); err != nil {
+	if err := d.dropLeg(ctx, after, after.direction == reverse); err != nil {
 		return "", fmt.Errorf("the %s is writable again, but %w", d.side(fenced), err)
 	}
 	return fmt.Sprintf("%s unfenced", d.side(fenced)), nil
+}
+
+// endpoint is the configured endpoint of the side at dsn.
+func (d *Daemon) endpoint(dsn string) config.Endpoint {
+	if dsn == d.srcDSN {
+		return d.cfg.Source
+	}
+	return d.cfg.Target
 }

@@ -6,19 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/migrated/migrated/internal/postgres"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -202,7 +200,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				case err == nil:
 				case errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001"):
 					w.aborted.Add(1)
-				case refusedByFence(err):
+				case postgres.RefusedByFence(err):
 					w.refused.Add(1)
 					// Not acknowledged, so not recorded: the next round retries on the side the
 					// hook names by then. The pause keeps a refused side from being hammered.
@@ -214,22 +212,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
-}
-
-// refusedByFence reports whether err is how a fence turns a write away: a read-only transaction
-// (SQLSTATE 25006) in a session opened after the fence, a session the fence terminated (57P01),
-// or the broken connection such a session leaves behind. The transaction did not commit, or did
-// without an acknowledgement, which the ledger does not count either way.
-func refusedByFence(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "25006" || strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr *net.OpError
-	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
-		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // step runs one transaction chosen at random on the side the writer is routed to, and records

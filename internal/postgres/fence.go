@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/migrated/migrated/internal/schema"
 )
 
@@ -106,11 +110,7 @@ func Fence(ctx context.Context, conn *pgx.Conn, wait time.Duration) (LSN, int, e
 	}
 	// The insert position, not the write position: with synchronous_commit off, a commit is
 	// acknowledged before its WAL is written, and it must still fall before the fence.
-	var pos string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&pos); err != nil {
-		return 0, len(killed), fmt.Errorf("read the fence position: %w", err)
-	}
-	lsn, err := ParseLSN(pos)
+	lsn, err := CurrentLSN(ctx, conn)
 	return lsn, len(killed), err
 }
 
@@ -148,6 +148,22 @@ func CheckFence(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("role %s cannot fence %s: it must %s", user, db, strings.Join(missing, " and "))
 	}
 	return nil
+}
+
+// RefusedByFence reports whether err is how a fence turns an application's write away: a
+// read-only transaction, a terminated session, a connection lost or refused while it reconnects.
+// Such a write did not commit; an application (the demo's writer, the bench's) retries it on the
+// side the routing hook points at.
+func RefusedByFence(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "25006" || strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr *net.OpError
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // Unfence lifts Fence: new sessions are writable again. Application sessions still open began
@@ -293,10 +309,16 @@ func CountRows(ctx context.Context, conn *pgx.Conn, tables []*schema.Table) (map
 	return out, nil
 }
 
-// CurrentLSN returns the server's current WAL insert position.
-func CurrentLSN(ctx context.Context, conn *pgx.Conn) (LSN, error) {
+// Querier runs a query returning one row: a connection, a pool or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// CurrentLSN returns the server's WAL insert position now: past every commit that has been
+// acknowledged, even with synchronous_commit off, where the write position may not be yet.
+func CurrentLSN(ctx context.Context, q Querier) (LSN, error) {
 	var pos string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&pos); err != nil {
+	if err := q.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&pos); err != nil {
 		return 0, fmt.Errorf("read the WAL position: %w", err)
 	}
 	return ParseLSN(pos)

@@ -127,6 +127,18 @@ type Migration struct {
 	FailedIn Phase
 }
 
+// ResumePhase is the phase whose work a restart runs: the phase itself, or for a failed migration
+// the phase it failed in (the snapshot when that was not recorded).
+func (m *Migration) ResumePhase() Phase {
+	switch {
+	case m.Phase != PhaseFailed:
+		return m.Phase
+	case m.FailedIn != "":
+		return m.FailedIn
+	}
+	return PhaseSnapshotting
+}
+
 // Load returns the migration's row, or ErrNotFound.
 func (s *Store) Load(ctx context.Context) (*Migration, error) {
 	m := &Migration{}

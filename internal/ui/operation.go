@@ -176,7 +176,7 @@ func (r *renderer) operation(s server.Status) {
 	}
 	r.line(label, head)
 	if o.Outcome == "aborted" {
-		r.wrapped(fmt.Sprintf("undone before its commit: the %s takes writes as before; nothing was lost", fencedSide(o.Op)))
+		r.wrapped(fmt.Sprintf("undone before its commit: the %s takes writes as before; nothing was lost", cutover.Op(o.Op).Fenced()))
 	}
 	// A failure after the commit is also the migration's error, shown in the header already.
 	if o.Error != "" && o.Error != s.Error {
@@ -189,7 +189,7 @@ func (r *renderer) operation(s server.Status) {
 		r.line("write pause", humanDuration(seconds(o.WriteUnavailableSeconds)))
 	}
 	if o.FencePosition != "" {
-		r.line("fence", fencedSide(o.Op)+" at "+o.FencePosition)
+		r.line("fence", cutover.Op(o.Op).Fenced()+" at "+o.FencePosition)
 	}
 	r.steps(o)
 }
@@ -206,14 +206,6 @@ func (r *renderer) took(o *server.OperationState, prep string) string {
 		return ", " + r.ago(o.FinishedAt) + " ago"
 	}
 	return fmt.Sprintf(" %s %s, %s ago", prep, humanDuration(o.FinishedAt.Sub(o.StartedAt)), r.ago(o.FinishedAt))
-}
-
-// fencedSide is the side an operation fences: the one that took writes before it.
-func fencedSide(op string) string {
-	if op == string(cutover.OpRollback) {
-		return "target"
-	}
-	return "source"
 }
 
 // steps lists the operation's steps in plan order with the time each took, "running" for the

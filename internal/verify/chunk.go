@@ -144,8 +144,9 @@ func (r *runner) chunk(ctx context.Context, tr *tableRun, lo, hi []string, log *
 	}
 
 	// Lag makes transient differences: read the source at a position, and the target once the
-	// stream has applied up to it.
-	for range attempts {
+	// stream has applied up to it. One re-read settles lag; a difference that outlives it goes to
+	// the row-level diff, which retries key by key, rather than costing more full-chunk scans.
+	for range resums {
 		var lsn postgres.LSN
 		src, err := sum(ctx, r.o.Source, &lsn)
 		if err != nil {
@@ -303,7 +304,7 @@ func read(ctx context.Context, pool *pgxpool.Pool, lsn *postgres.LSN, fn func(pg
 		return err
 	}
 	if lsn != nil {
-		if *lsn, err = insertLSN(ctx, tx); err != nil {
+		if *lsn, err = postgres.CurrentLSN(ctx, tx); err != nil {
 			return err
 		}
 	}
@@ -311,15 +312,6 @@ func read(ctx context.Context, pool *pgxpool.Pool, lsn *postgres.LSN, fn func(pg
 		return err
 	}
 	return tx.Commit(ctx)
-}
-
-// insertLSN returns the source's WAL insert position now.
-func insertLSN(ctx context.Context, tx pgx.Tx) (postgres.LSN, error) {
-	var s string
-	if err := tx.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
-		return 0, err
-	}
-	return postgres.ParseLSN(s)
 }
 
 // waitApplied waits until the target has applied the source up to lsn.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/migrated/migrated/internal/postgres"
 	"go.uber.org/zap"
 )
 
@@ -127,7 +128,7 @@ func (r *runner) lockedCompareOnce(ctx context.Context, q *queries, key []string
 		return "", fmt.Errorf("lock the source row: %w", err)
 	}
 	// Read after the lock: every change to the row ends before this position.
-	lsn, err := insertLSN(ctx, tx)
+	lsn, err := postgres.CurrentLSN(ctx, tx)
 	if err != nil {
 		return "", fmt.Errorf("read the source position: %w", err)
 	}

@@ -47,7 +47,10 @@ const (
 	defaultCatchUpTimeout = 30 * time.Second
 	// pollInterval is how often Applied is read while waiting for the stream.
 	pollInterval = 50 * time.Millisecond
-	// attempts bounds both the re-reads of a differing chunk and the row-level diffs.
+	// resums is how often a differing chunk's count and sum are read again, once the stream
+	// has caught up, before it is compared row by row.
+	resums = 1
+	// attempts bounds the row-level diffs of a chunk.
 	attempts = 5
 	// maxSamples is how many mismatched keys are kept per table.
 	maxSamples = 5

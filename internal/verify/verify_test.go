@@ -97,11 +97,7 @@ func (p *pair) options() Options {
 }
 
 func (p *pair) sourceNow(ctx context.Context) (postgres.LSN, error) {
-	var s string
-	if err := p.src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
-		return 0, err
-	}
-	return postgres.ParseLSN(s)
+	return postgres.CurrentLSN(ctx, p.src)
 }
 
 // chunks is how many chunks of 100 the tables make: n/100 full ones, then the rest (maybe empty).
