@@ -19,6 +19,10 @@ const (
 	OpUpdate
 	OpDelete
 	OpTruncate
+	// OpMark is not a row change: it records snapshot progress (Change.Mark) that the target
+	// must store in the same transaction as the rows before it. Only a snapshot reconciled with
+	// a running stream (MySQL, by watermarks) emits it.
+	OpMark
 )
 
 func (o Op) String() string {
@@ -31,6 +35,8 @@ func (o Op) String() string {
 		return "delete"
 	case OpTruncate:
 		return "truncate"
+	case OpMark:
+		return "mark"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -103,6 +109,19 @@ type Change struct {
 	Old []Value
 	// Truncated lists the tables of a truncate; Relation is nil then.
 	Truncated []*Relation
+	// Mark is the snapshot progress an OpMark records, for the table of Relation.
+	Mark *SnapshotMark
+}
+
+// SnapshotMark is how far the copy of one table has come: every row with a key up to Cursor
+// (in key order) is on the target once the transaction holding the mark commits.
+type SnapshotMark struct {
+	// Cursor is the last copied key, one text value per key column; nil before the first chunk.
+	Cursor []string
+	// Rows is how many rows the copy of this table has written so far.
+	Rows int64
+	// Done is set when the table is copied completely.
+	Done bool
 }
 
 // Position is a point in a source's change stream: an LSN for PostgreSQL, a GTID set for MySQL.

@@ -10,12 +10,7 @@ import (
 )
 
 // Problem is one failed preflight check. Message says what is wrong and what to do about it.
-type Problem struct {
-	Check   string `json:"check"`
-	Message string `json:"message"`
-}
-
-func (p Problem) String() string { return p.Check + ": " + p.Message }
+type Problem = schema.Problem
 
 // minVersion is PostgreSQL 13: pgoutput messages and publish_via_partition_root.
 const minVersion = 130000

@@ -30,6 +30,27 @@ type Column struct {
 	NotNull bool
 	// Generated columns are computed by the target itself: never copied, never applied.
 	Generated bool
+
+	// The fields below are filled by engines that need them to carry values exactly (MySQL)
+	// and by the cross-engine type maps. PostgreSQL's catalog leaves them zero.
+
+	// DataType is the base type name without modifiers, lower case: "int", "varchar", "enum".
+	DataType string
+	// Unsigned is set for MySQL integer and decimal columns declared UNSIGNED.
+	Unsigned bool
+	// Length is the declared length of a character or binary column, in characters or bytes.
+	Length int64
+	// Precision and Scale are the declared digits of a decimal, or fractional second digits
+	// (Scale) of a time type.
+	Precision, Scale int
+	// Elements are the members of an ENUM or SET, in declaration order.
+	Elements []string
+	// Charset and Collation of a character column; empty for other types.
+	Charset, Collation string
+	// Default is the column default as the engine prints it, "" for none.
+	Default string
+	// AutoIncrement marks a MySQL AUTO_INCREMENT column.
+	AutoIncrement bool
 }
 
 // CopyColumns returns the names of the columns that the snapshot copies and apply writes.
@@ -48,3 +69,11 @@ func (t *Table) IsLeaf() bool { return !t.Partitioned }
 
 // IsRoot reports whether the table is not a partition of another table.
 func (t *Table) IsRoot() bool { return t.Root == t.ID }
+
+// Problem is one failed preflight check: which check, and what to do about it.
+type Problem struct {
+	Check   string `json:"check"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string { return p.Check + ": " + p.Message }
