@@ -158,7 +158,7 @@ func parseColumn(r []*string) schema.Column {
 	return col
 }
 
-// parseElements reads the members of enum('a','b''c') or set(...).
+// parseElements reads the members of enum('a','b”c') or set(...).
 func parseElements(colType string) []string {
 	open := strings.IndexByte(colType, '(')
 	if open < 0 {
