@@ -56,6 +56,9 @@ tables:
   exclude-schemas: [scratch]
   include-tables: ["app.*", "billing.invoices"]
   exclude-tables: ["*.tmp_*"]
+  types:
+    app.places.location: bytea
+    app.events.tags: longtext
 snapshot:
   workers: 8
   split-rows: 500000
@@ -100,6 +103,7 @@ log:
 			ExcludeSchemas: []string{"scratch"},
 			IncludeTables:  []string{"app.*", "billing.invoices"},
 			ExcludeTables:  []string{"*.tmp_*"},
+			Types:          map[string]string{"app.places.location": "bytea", "app.events.tags": "longtext"},
 		},
 		Snapshot: Snapshot{Workers: 8, SplitRows: 500000},
 		Apply:    Apply{BatchChanges: 1000, BatchDelay: Duration(50 * time.Millisecond)},
@@ -221,6 +225,15 @@ func TestParseProblems(t *testing.T) {
 		}},
 		{"table pattern", minimal + "tables: {include-tables: [public.orders, orders]}\n", []string{
 			`config: tables.include-tables[1]: "orders" must be schema.table, e.g. "public.orders" or "public.*"`,
+		}},
+		{"type override keys", minimal + "tables:\n  types:\n    app.t: int\n    app.t.c: ''\n    app..c: int\n    a.b.c.d: int\n    app.t.ok: decimal(65,30)\n", []string{
+			`config: tables.types["a.b.c.d"]: must be schema.table.column, e.g. "app.orders.total"; names containing a dot cannot be overridden`,
+			`config: tables.types["app..c"]: must be schema.table.column, e.g. "app.orders.total"; names containing a dot cannot be overridden`,
+			`config: tables.types["app.t"]: must be schema.table.column, e.g. "app.orders.total"; names containing a dot cannot be overridden`,
+			`config: tables.types["app.t.c"]: must name the target column type, e.g. "decimal(65,30)"`,
+		}},
+		{"type override not a map", minimal + "tables: {types: [a.b.c]}\n", []string{
+			"config: tables.types: cannot unmarshal !!seq into map[string]string",
 		}},
 		{"bad glob", minimal + "tables: {exclude-schemas: ['[a']}\n", []string{`config: tables.exclude-schemas[0]: "[a" is not a valid glob pattern`}},
 		{"window", minimal + "cutover: {window: 'Sat 01:00-03:00'}\n", []string{

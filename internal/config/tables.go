@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -21,6 +23,11 @@ type Tables struct {
 	IncludeTables []string `yaml:"include-tables"`
 	// ExcludeTables lists "schema.table" patterns to skip, e.g. "*.tmp_*".
 	ExcludeTables []string `yaml:"exclude-tables"`
+	// Types overrides the target type of single columns when the engines differ: the key is
+	// "schema.table.column" (for MySQL, "database.table.column") as the source spells the
+	// names, the value the target column type. An override wins over the type map in
+	// docs/type-mapping.md and is not checked.
+	Types map[string]string `yaml:"types,omitempty"`
 }
 
 // Match reports whether schema.table is selected for migration. Patterns are checked when
@@ -80,6 +87,15 @@ func (t Tables) validate(p *problems) {
 			if msg := checkPattern(pat, l.table); msg != "" {
 				p.add(field, msg)
 			}
+		}
+	}
+	for _, col := range slices.Sorted(maps.Keys(t.Types)) {
+		field := fmt.Sprintf("tables.types[%q]", col)
+		parts := strings.Split(col, ".")
+		if len(parts) != 3 || slices.Contains(parts, "") {
+			p.add(field, "must be schema.table.column, e.g. \"app.orders.total\"; names containing a dot cannot be overridden")
+		} else if strings.TrimSpace(t.Types[col]) == "" {
+			p.add(field, "must name the target column type, e.g. \"decimal(65,30)\"")
 		}
 	}
 }

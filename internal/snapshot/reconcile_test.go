@@ -41,7 +41,9 @@ func newFakeSource() *fakeSource {
 
 func text(s string) cdc.Value { return cdc.Value{Kind: cdc.ValueText, Data: []byte(s)} }
 
-func (f *fakeSource) row(k int, v string) []cdc.Value { return []cdc.Value{text(strconv.Itoa(k)), text(v)} }
+func (f *fakeSource) row(k int, v string) []cdc.Value {
+	return []cdc.Value{text(strconv.Itoa(k)), text(v)}
+}
 
 // commit appends one transaction; the caller holds mu.
 func (f *fakeSource) commit(changes ...*cdc.Change) {
@@ -147,10 +149,10 @@ func (f *fakeSource) tail(ctx context.Context, from int, out chan<- cdc.Event, s
 // fakeTarget applies events like apply does: a transaction buffers, Commit applies it and
 // records the position. A failed commit loses the buffer.
 type fakeTarget struct {
-	mu       sync.Mutex
-	rows     map[int]string
-	checkpt  int // index into the source log where a resumed stream starts
-	marks    cdc.SnapshotMark
+	mu      sync.Mutex
+	rows    map[int]string
+	checkpt int // index into the source log where a resumed stream starts
+	marks   cdc.SnapshotMark
 	// failLeft commits fail, each with probability 1 in 8, to force replays.
 	failLeft int
 	rnd      *rand.Rand
