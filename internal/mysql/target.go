@@ -1,0 +1,782 @@
+package mysql
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/migrated/migrated/internal/apply"
+	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/schema"
+)
+
+// Statement limits. A multi-row statement carries at most maxStmtRows rows and about
+// maxStmtBytes bytes, and always fits the target's max_allowed_packet with packetSlack to
+// spare; they bound memory for a source transaction of any size.
+const (
+	maxStmtRows  = 1000
+	maxStmtBytes = 4 << 20
+	packetSlack  = 1 << 10
+)
+
+// ErrStateTable means a change to one of migrated's own tables (such as `_migrated`.`watermark`
+// on the source) reached the target writer; the stream must filter them out.
+var ErrStateTable = errors.New("a change to migrated's own tables reached the target writer; the stream must leave out the " + StateDB + " database")
+
+// Target applies changes into a MySQL database (Addr.DB) and checkpoints in
+// `_migrated`.`progress`, on one connection reused by every transaction. Values are written as
+// SQL literals rendered from their canonical text (see literal.go), so nothing is parsed or
+// rounded on the way.
+type Target struct {
+	conn      *client.Conn
+	db        string
+	migration string
+	stream    string
+	// tables are the source tables by their source ID; changes name them so.
+	tables map[cdc.TableID]*schema.Table
+	shapes map[cdc.TableID]*shape
+	// maxPacket is the target's max_allowed_packet; maxBytes the statement size cap below it.
+	maxPacket, maxBytes int
+	// broken is set once an interrupted statement left the connection unusable.
+	broken bool
+	// stmt and row are buffers kept across transactions.
+	stmt, row []byte
+}
+
+// NewTarget connects to a.DB for applying the named stream ("forward" or "reverse") of the
+// given source tables, and creates the `_migrated` state tables if missing. Foreign keys are
+// not checked on the session (foreign_key_checks = 0): the source already checked them, and
+// rows of a source transaction grouped with others must not be refused for their order. Reads
+// are READ COMMITTED, so that the upserts take no gap locks.
+func NewTarget(ctx context.Context, a Addr, migration, stream string, tables []*schema.Table) (*Target, error) {
+	conn, err := Connect(ctx, a)
+	if err != nil {
+		return nil, classify(err)
+	}
+	t := &Target{conn: conn, db: a.DB, migration: migration, stream: stream,
+		tables: ByName(tables), shapes: map[cdc.TableID]*shape{}}
+	for _, q := range []string{"SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"} {
+		if err := t.exec(ctx, q); err != nil {
+			conn.Close()
+			return nil, classify(fmt.Errorf("prepare the target session (%s): %w", q, err))
+		}
+	}
+	s, _, err := QueryString(conn, "SELECT @@max_allowed_packet")
+	if err != nil {
+		conn.Close()
+		return nil, classify(fmt.Errorf("read the target's max_allowed_packet: %w", err))
+	}
+	if t.maxPacket, err = strconv.Atoi(s); err != nil || t.maxPacket <= 2*packetSlack {
+		conn.Close()
+		return nil, fmt.Errorf("the target's max_allowed_packet is %q; set it to at least 16M", s)
+	}
+	t.maxBytes = min(maxStmtBytes, t.maxPacket-packetSlack)
+	if err := t.rowBinlog(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := EnsureState(conn); err != nil {
+		conn.Close()
+		return nil, classify(err)
+	}
+	return t, nil
+}
+
+// rowBinlog makes a binary-logging target log this session's writes by row: InnoDB refuses
+// statement-based logging under READ COMMITTED (error 1665).
+func (t *Target) rowBinlog(ctx context.Context) error {
+	rows, err := QueryStrings(t.conn, "SELECT @@log_bin, @@binlog_format")
+	if err != nil {
+		return classify(fmt.Errorf("read the target's binary log settings: %w", err))
+	}
+	if len(rows) != 1 || rows[0][0] == nil || *rows[0][0] == "0" || rows[0][1] == nil || !strings.EqualFold(*rows[0][1], "STATEMENT") {
+		return nil
+	}
+	if err := t.exec(ctx, "SET SESSION binlog_format = 'ROW'"); err != nil {
+		return fmt.Errorf("the target logs statements (binlog_format = STATEMENT), which InnoDB refuses under READ COMMITTED, and migrated may not switch its session to ROW (%w); set binlog_format = ROW (or MIXED) on the target, or grant migrated's user BINLOG ADMIN", err)
+	}
+	return nil
+}
+
+// Close closes the connection. An open transaction is rolled back by the server.
+func (t *Target) Close() { t.conn.Close() }
+
+// Begin opens a target transaction.
+func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
+	if t.broken {
+		return nil, &apply.TransientError{Err: errors.New("the target connection was interrupted; reconnect")}
+	}
+	if err := t.exec(ctx, "START TRANSACTION"); err != nil {
+		return nil, classify(fmt.Errorf("begin target transaction: %w", err))
+	}
+	return &targetTxn{t: t, stmt: t.stmt[:0]}, nil
+}
+
+// exec runs one statement. The client library takes no context, so a done ctx interrupts the
+// statement by expiring the connection's deadline, which leaves the connection unusable; the
+// server then rolls the open transaction back.
+func (t *Target) exec(ctx context.Context, q string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = t.conn.SetDeadline(time.Now()) })
+	r, err := t.conn.Execute(q)
+	if r != nil {
+		r.Close()
+	}
+	if !stop() {
+		t.broken = true
+		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
+	var myErr *mysql.MyError
+	if err != nil && !errors.As(err, &myErr) {
+		t.broken = true // below SQL: the connection is in an unknown state
+	}
+	return err
+}
+
+// stmtKind is the kind of a buffered multi-row statement.
+type stmtKind uint8
+
+const (
+	stmtUpsert stmtKind = iota + 1
+	stmtDelete
+)
+
+type targetTxn struct {
+	t    *Target
+	done bool
+	// The buffered statement: its table shape and kind, its text so far (without the suffix),
+	// and the rows in it, each with its change, to name the change the target refuses.
+	shape *shape
+	kind  stmtKind
+	stmt  []byte
+	rows  []bufferedRow
+}
+
+type bufferedRow struct {
+	change     *cdc.Change
+	start, end int // the row's bytes in stmt
+}
+
+// Add applies a change idempotently. Inserts and updates are upserts (an update that moved
+// the row to a new key first deletes the old key), deletes are by key. Consecutive changes of
+// the same table and kind share one multi-row statement; any other change first sends it, so
+// the target sees every key's changes in source order.
+func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
+	if x.done {
+		return errors.New("apply to a finished target transaction")
+	}
+	switch c.Op {
+	case cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete:
+		s, err := x.t.shapeOf(c.Relation)
+		if err != nil {
+			return x.refuse(c, nil, err)
+		}
+		switch c.Op {
+		case cdc.OpInsert:
+			return x.push(ctx, s, stmtUpsert, c, c.New)
+		case cdc.OpUpdate:
+			if old := keyMoved(s, c); old != nil {
+				if err := x.push(ctx, s, stmtDelete, c, old); err != nil {
+					return err
+				}
+			}
+			return x.push(ctx, s, stmtUpsert, c, c.New)
+		default:
+			if c.Old == nil {
+				return x.refuse(c, s, errors.New("a delete without the old row's key"))
+			}
+			return x.push(ctx, s, stmtDelete, c, c.Old)
+		}
+	case cdc.OpTruncate:
+		return x.truncate(ctx, c)
+	case cdc.OpMark:
+		return x.mark(ctx, c)
+	}
+	return x.refuse(c, nil, fmt.Errorf("unknown change op %s", c.Op))
+}
+
+// push renders one row into the buffered statement, sending the statement first when the row
+// belongs to another, or would make it too large.
+func (x *targetTxn) push(ctx context.Context, s *shape, kind stmtKind, c *cdc.Change, row []cdc.Value) error {
+	if len(row) != len(s.cols) {
+		return x.refuse(c, s, fmt.Errorf("the change has %d values for %d columns", len(row), len(s.cols)))
+	}
+	r, err := s.appendRow(x.t.row[:0], kind, row)
+	x.t.row = r
+	if err != nil {
+		return x.refuse(c, s, err)
+	}
+	prefix, suffix := s.sql(kind)
+	if alone := len(prefix) + len(r) + len(suffix); alone > x.t.maxPacket-packetSlack {
+		return x.refuse(c, s, fmt.Errorf("the row needs a %d-byte statement, more than the target's max_allowed_packet (%d); raise max_allowed_packet on the target (SET GLOBAL max_allowed_packet = 1073741824)", alone, x.t.maxPacket))
+	}
+	if len(x.rows) > 0 && (x.shape != s || x.kind != kind || len(x.rows) >= maxStmtRows ||
+		len(x.stmt)+1+len(r)+len(suffix) > x.t.maxBytes) {
+		if err := x.flush(ctx); err != nil {
+			return err
+		}
+	}
+	if len(x.rows) == 0 {
+		x.shape, x.kind = s, kind
+		x.stmt = append(x.stmt[:0], prefix...)
+	} else {
+		x.stmt = append(x.stmt, ',')
+	}
+	start := len(x.stmt)
+	x.stmt = append(x.stmt, r...)
+	x.rows = append(x.rows, bufferedRow{change: c, start: start, end: len(x.stmt)})
+	return nil
+}
+
+// flush sends the buffered statement.
+func (x *targetTxn) flush(ctx context.Context) error {
+	if len(x.rows) == 0 {
+		return nil
+	}
+	prefix, suffix := x.shape.sql(x.kind)
+	x.stmt = append(x.stmt, suffix...)
+	err := x.t.exec(ctx, string(x.stmt))
+	rows := x.rows
+	x.rows = x.rows[:0]
+	x.t.stmt = x.stmt[:0]
+	if err == nil {
+		return nil
+	}
+	var myErr *mysql.MyError
+	if len(rows) == 1 || !errors.As(err, &myErr) || apply.IsTransient(classify(err)) {
+		return x.changeError(rows[0].change, x.shape, err)
+	}
+	// A failed statement is rolled back as a whole while the transaction stays open, so the
+	// rows are sent again one at a time, in order, to name the change the target refuses.
+	var one []byte
+	for _, r := range rows {
+		one = append(append(append(one[:0], prefix...), x.stmt[r.start:r.end]...), suffix...)
+		if rerr := x.t.exec(ctx, string(one)); rerr != nil {
+			return x.changeError(r.change, x.shape, rerr)
+		}
+	}
+	return x.changeError(rows[0].change, x.shape, err)
+}
+
+// truncate empties tables with DELETE: TRUNCATE TABLE commits the open transaction
+// implicitly, which would make the rows before it durable without their checkpoint.
+func (x *targetTxn) truncate(ctx context.Context, c *cdc.Change) error {
+	if err := x.flush(ctx); err != nil {
+		return err
+	}
+	for _, rel := range c.Truncated {
+		s, err := x.t.shapeOf(rel)
+		if err != nil {
+			return x.refuse(c, nil, err)
+		}
+		if err := x.t.exec(ctx, "DELETE FROM "+s.table); err != nil {
+			return x.changeError(c, s, err)
+		}
+	}
+	return nil
+}
+
+const markSQL = "INSERT INTO `" + StateDB + "`.`snapshot` (`migration`, `db`, `tbl`, `cursor`, `rows`, `done`) VALUES (%s, %s, %s, %s, %d, %t)" +
+	" ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), `rows` = VALUES(`rows`), `done` = VALUES(`done`)"
+
+// mark records a table's snapshot progress in the transaction that holds the rows it covers.
+func (x *targetTxn) mark(ctx context.Context, c *cdc.Change) error {
+	if c.Mark == nil {
+		return x.refuse(c, nil, errors.New("a snapshot mark without its progress"))
+	}
+	s, err := x.t.shapeOf(c.Relation)
+	if err != nil {
+		return x.refuse(c, nil, err)
+	}
+	if err := x.flush(ctx); err != nil {
+		return err
+	}
+	cursor := "NULL"
+	if c.Mark.Cursor != nil {
+		cursor = quoteLiteral(encodeCursor(c.Mark.Cursor))
+	}
+	id := c.Relation.Table
+	q := fmt.Sprintf(markSQL, quoteLiteral(x.t.migration), quoteLiteral(id.Schema), quoteLiteral(id.Name), cursor, c.Mark.Rows, c.Mark.Done)
+	if err := x.t.exec(ctx, q); err != nil {
+		return x.changeError(c, s, fmt.Errorf("record snapshot progress: %w", err))
+	}
+	return nil
+}
+
+const progressSQL = "INSERT INTO `" + StateDB + "`.`progress` (`migration`, `stream`, `position`, `commit_time`, `updated_at`)" +
+	" VALUES (%s, %s, %s, %s, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`)," +
+	" `commit_time` = coalesce(VALUES(`commit_time`), `commit_time`), `updated_at` = VALUES(`updated_at`)"
+
+// Commit writes the checkpoint in the transaction that holds the data up to it, and commits.
+// A zero commitTime keeps the stored one.
+func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error {
+	if x.done {
+		return errors.New("commit of a finished target transaction")
+	}
+	if pos == nil {
+		return errors.New("commit of a target transaction without a position")
+	}
+	if err := x.flush(ctx); err != nil {
+		return err
+	}
+	at := "NULL"
+	if !commitTime.IsZero() {
+		at = "'" + commitTime.UTC().Format(timeLayout) + "'"
+	}
+	q := fmt.Sprintf(progressSQL, quoteLiteral(x.t.migration), quoteLiteral(x.t.stream), quoteLiteral(pos.String()), at)
+	if err := x.t.exec(ctx, q); err != nil {
+		return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
+	}
+	if err := x.t.exec(ctx, "COMMIT"); err != nil {
+		return classify(fmt.Errorf("commit target transaction at %s: %w", pos, err))
+	}
+	x.done = true
+	return nil
+}
+
+// Rollback rolls the transaction back, best effort: a broken connection has lost it already.
+func (x *targetTxn) Rollback(ctx context.Context) {
+	if x.done {
+		return
+	}
+	x.done = true
+	x.rows = x.rows[:0]
+	if x.t.broken {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = x.t.exec(ctx, "ROLLBACK")
+}
+
+// refuse builds the error for a change that cannot be written at all.
+func (x *targetTxn) refuse(c *cdc.Change, s *shape, err error) error {
+	return &apply.ChangeError{Table: x.tableName(c, s), Op: c.Op.String(), Key: keyOf(c, s), SQLState: "none", Err: err}
+}
+
+// changeError names the change behind a statement the target refused. A transient failure or
+// an interruption is returned as it is: it is no fault of the change.
+func (x *targetTxn) changeError(c *cdc.Change, s *shape, err error) error {
+	err = classify(err)
+	if apply.IsTransient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	state := "none"
+	var myErr *mysql.MyError
+	if errors.As(err, &myErr) {
+		state = myErr.State
+	}
+	return &apply.ChangeError{Table: x.tableName(c, s), Op: c.Op.String(), Key: keyOf(c, s), SQLState: state, Err: err}
+}
+
+// tableName names the target table of a change, or the source table when it has none.
+func (x *targetTxn) tableName(c *cdc.Change, s *shape) string {
+	if s != nil {
+		return s.name
+	}
+	if c.Relation != nil {
+		return c.Relation.Table.String()
+	}
+	var names []string
+	for _, r := range c.Truncated {
+		names = append(names, r.Table.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+// shape is what writing a relation's rows needs: the target table, each column's literal
+// class, the key columns and the fixed SQL around the rows.
+type shape struct {
+	rel   *cdc.Relation
+	table string // quoted target table
+	name  string // db.table, for errors
+	cols  []string
+	class []literalClass
+	key   []int
+
+	upsertPrefix, upsertSuffix, deletePrefix, deleteSuffix string
+}
+
+// shapeOf returns the shape of a relation, built once per table and again only when the
+// relation's columns change.
+func (t *Target) shapeOf(rel *cdc.Relation) (*shape, error) {
+	if rel == nil {
+		return nil, errors.New("a change without its relation")
+	}
+	if rel.Table.Schema == StateDB {
+		return nil, fmt.Errorf("%w (%s)", ErrStateTable, rel.Table)
+	}
+	s := t.shapes[rel.Table]
+	if s != nil && s.rel == rel {
+		return s, nil
+	}
+	if s != nil && sameColumns(s.rel, rel) {
+		s.rel = rel
+		return s, nil
+	}
+	tbl := t.tables[rel.Table]
+	if tbl == nil {
+		return nil, fmt.Errorf("%s is not one of the migrated tables", rel.Table)
+	}
+	s, err := newShape(t.db, tbl, rel)
+	if err != nil {
+		return nil, err
+	}
+	t.shapes[rel.Table] = s
+	return s, nil
+}
+
+func newShape(db string, tbl *schema.Table, rel *cdc.Relation) (*shape, error) {
+	s := &shape{rel: rel, table: QuoteTable(db, tbl.ID.Name), name: db + "." + tbl.ID.Name, key: rel.KeyColumns()}
+	if len(s.key) == 0 {
+		return nil, fmt.Errorf("%s has no key columns; give the source table a primary key or a unique key on NOT NULL columns", tbl.ID)
+	}
+	byName := make(map[string]*schema.Column, len(tbl.Columns))
+	for i := range tbl.Columns {
+		byName[tbl.Columns[i].Name] = &tbl.Columns[i]
+	}
+	var cols, set strings.Builder
+	for i, rc := range rel.Columns {
+		col := byName[rc.Name]
+		if col == nil {
+			return nil, fmt.Errorf("column %s of %s is not in the catalog read at start; restart migrated to read it again", Quote(rc.Name), tbl.ID)
+		}
+		if col.Generated {
+			return nil, fmt.Errorf("column %s of %s is generated: the target computes it, it is never written", Quote(rc.Name), tbl.ID)
+		}
+		s.cols = append(s.cols, rc.Name)
+		s.class = append(s.class, literalClassOf(col))
+		q := Quote(rc.Name)
+		if i > 0 {
+			cols.WriteString(", ")
+		}
+		cols.WriteString(q)
+		// A key column is not set: a row whose key changed in any byte (even only in case,
+		// equal under the collation) is deleted by its old key first (see keyMoved).
+		if !rc.Key {
+			if set.Len() > 0 {
+				set.WriteString(", ")
+			}
+			set.WriteString(q + " = VALUES(" + q + ")")
+		}
+	}
+	if set.Len() == 0 {
+		q := Quote(s.cols[s.key[0]])
+		set.WriteString(q + " = " + q) // only key columns: nothing to update
+	}
+	// VALUES(col) in ON DUPLICATE KEY UPDATE works on MariaDB and on MySQL 8, which deprecates
+	// it (with a warning) in favour of a row alias that MariaDB lacks.
+	s.upsertPrefix = "INSERT INTO " + s.table + " (" + cols.String() + ") VALUES "
+	s.upsertSuffix = " ON DUPLICATE KEY UPDATE " + set.String()
+	if len(s.key) == 1 {
+		s.deletePrefix = "DELETE FROM " + s.table + " WHERE " + Quote(s.cols[s.key[0]]) + " IN ("
+	} else {
+		names := make([]string, len(s.key))
+		for n, i := range s.key {
+			names[n] = Quote(s.cols[i])
+		}
+		s.deletePrefix = "DELETE FROM " + s.table + " WHERE (" + strings.Join(names, ", ") + ") IN ("
+	}
+	s.deleteSuffix = ")"
+	return s, nil
+}
+
+func sameColumns(a, b *cdc.Relation) bool {
+	if len(a.Columns) != len(b.Columns) {
+		return false
+	}
+	for i := range a.Columns {
+		if a.Columns[i].Name != b.Columns[i].Name || a.Columns[i].Key != b.Columns[i].Key {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *shape) sql(kind stmtKind) (prefix, suffix string) {
+	if kind == stmtDelete {
+		return s.deletePrefix, s.deleteSuffix
+	}
+	return s.upsertPrefix, s.upsertSuffix
+}
+
+// appendRow renders a row: every column for an upsert, the key for a delete.
+func (s *shape) appendRow(b []byte, kind stmtKind, row []cdc.Value) ([]byte, error) {
+	var err error
+	if kind == stmtDelete {
+		if len(s.key) > 1 {
+			b = append(b, '(')
+		}
+		for n, i := range s.key {
+			if n > 0 {
+				b = append(b, ", "...)
+			}
+			if b, err = appendLiteral(b, s.class[i], row[i]); err != nil {
+				return b, fmt.Errorf("column %s: %w", Quote(s.cols[i]), err)
+			}
+		}
+		if len(s.key) > 1 {
+			b = append(b, ')')
+		}
+		return b, nil
+	}
+	b = append(b, '(')
+	for i := range row {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		if b, err = appendLiteral(b, s.class[i], row[i]); err != nil {
+			return b, fmt.Errorf("column %s: %w", Quote(s.cols[i]), err)
+		}
+	}
+	return append(b, ')'), nil
+}
+
+// keyMoved returns the old row image when an update moved the row to a new key, else nil.
+func keyMoved(s *shape, c *cdc.Change) []cdc.Value {
+	if c.Old == nil || len(c.Old) != len(s.cols) || len(c.New) != len(s.cols) {
+		return c.Old
+	}
+	for _, i := range s.key {
+		o, n := c.Old[i], c.New[i]
+		if o.Kind != n.Kind || string(o.Data) != string(n.Data) {
+			return c.Old
+		}
+	}
+	return nil
+}
+
+// keyOf renders the key of a changed row for an operator: key columns only, never whole rows.
+// A value that is not UTF-8 text is shown in hex.
+func keyOf(c *cdc.Change, s *shape) string {
+	switch {
+	case c.Op == cdc.OpTruncate:
+		return "truncate"
+	case c.Op == cdc.OpMark:
+		return "snapshot mark"
+	case c.Relation == nil:
+		return ""
+	}
+	row := c.New
+	if c.Old != nil {
+		row = c.Old
+	}
+	var parts []string
+	for _, i := range c.Relation.KeyColumns() {
+		if i >= len(row) {
+			break
+		}
+		v := "NULL"
+		switch row[i].Kind {
+		case cdc.ValueText:
+			v = clipKey(row[i].Data)
+		case cdc.ValueUnchanged:
+			v = "(unchanged)"
+		}
+		parts = append(parts, c.Relation.Columns[i].Name+"="+v)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func clipKey(b []byte) string {
+	if !utf8.Valid(b) {
+		if len(b) > 32 {
+			return "0x" + hex.EncodeToString(b[:32]) + "…"
+		}
+		return "0x" + hex.EncodeToString(b)
+	}
+	v := string(b)
+	if len(v) > 64 {
+		cut := 64
+		for cut > 0 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		v = v[:cut] + "…"
+	}
+	return v
+}
+
+// classify marks the failures worth a retry from the last checkpoint as transient: the
+// network, a server going away, a deadlock, a lock wait timeout. A read-only target is not one
+// of them: it stays read-only until someone acts.
+func classify(err error) error {
+	if err == nil || apply.IsTransient(err) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var myErr *mysql.MyError
+	if !errors.As(err, &myErr) {
+		// Below SQL (a reset connection, an EOF, a timeout) it is the network.
+		return &apply.TransientError{Err: err}
+	}
+	switch myErr.Code {
+	case 1040, // ER_CON_COUNT_ERROR: too many connections
+		1053,                   // ER_SERVER_SHUTDOWN
+		1152,                   // ER_ABORTING_CONNECTION
+		1158, 1159, 1160, 1161, // network read and write errors and timeouts
+		1205, // ER_LOCK_WAIT_TIMEOUT
+		1213, // ER_LOCK_DEADLOCK
+		1317, // ER_QUERY_INTERRUPTED: KILL QUERY
+		1927, // ER_CONNECTION_KILLED (MariaDB)
+		2006, // CR_SERVER_GONE_ERROR, as relayed by a proxy
+		2013, // CR_SERVER_LOST, as relayed by a proxy
+		4031: // ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8.0.24+)
+		return &apply.TransientError{Err: err}
+	case 1290, 1836: // ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_READ_ONLY_MODE
+		return fmt.Errorf("%w; the target server is read-only: point migrated at the primary, or SET GLOBAL read_only = OFF there", err)
+	}
+	return err
+}
+
+// timeLayout is how DATETIME(6) values are written and read.
+const timeLayout = "2006-01-02 15:04:05.000000"
+
+// stateSQL creates migrated's state on a MySQL target. The tables are InnoDB, whatever the
+// server's default engine, because the checkpoint must commit atomically with the data.
+var stateSQL = []string{
+	"CREATE DATABASE IF NOT EXISTS `" + StateDB + "` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+	"CREATE TABLE IF NOT EXISTS `" + StateDB + "`.`progress` (\n" +
+		"  `migration` varchar(255) NOT NULL,\n" +
+		"  `stream` varchar(64) NOT NULL,\n" +
+		"  `position` text NOT NULL,\n" +
+		"  `commit_time` datetime(6) NULL,\n" +
+		"  `updated_at` datetime(6) NOT NULL,\n" +
+		"  PRIMARY KEY (`migration`, `stream`)\n" +
+		") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+	"CREATE TABLE IF NOT EXISTS `" + StateDB + "`.`snapshot` (\n" +
+		"  `migration` varchar(255) NOT NULL,\n" +
+		"  `db` varchar(64) NOT NULL,\n" +
+		"  `tbl` varchar(64) NOT NULL,\n" +
+		"  `cursor` text NULL,\n" +
+		"  `rows` bigint NOT NULL DEFAULT 0,\n" +
+		"  `done` bool NOT NULL DEFAULT FALSE,\n" +
+		"  PRIMARY KEY (`migration`, `db`, `tbl`)\n" +
+		") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+}
+
+// EnsureState creates database `_migrated` and its tables if missing:
+// progress(migration, stream, position, commit_time, updated_at), the checkpoint of each
+// stream; and snapshot(migration, db, tbl, cursor, rows, done), the copy progress of each
+// source table, where cursor is the last copied key as a JSON array (NULL before the first
+// chunk). DDL commits implicitly: never call it inside a transaction.
+func EnsureState(c *client.Conn) error {
+	for _, q := range stateSQL {
+		if _, err := c.Execute(q); err != nil {
+			return fmt.Errorf("create migrated's state in %s on the target: %w; the target user needs CREATE on %s", Quote(StateDB), err, Quote(StateDB))
+		}
+	}
+	return nil
+}
+
+// ReadPosition returns the checkpointed position of a stream and the source commit time of
+// the last transaction applied (zero when none was recorded). ok is false when nothing is
+// checkpointed yet, including when the state tables do not exist.
+func ReadPosition(c *client.Conn, migration, stream string) (pos string, commitTime time.Time, ok bool, err error) {
+	rows, err := QueryStrings(c, "SELECT `position`, DATE_FORMAT(`commit_time`, '%Y-%m-%d %H:%i:%s.%f') FROM `"+StateDB+"`.`progress` WHERE `migration` = ? AND `stream` = ?", migration, stream)
+	if noState(err) || (err == nil && len(rows) == 0) {
+		return "", time.Time{}, false, nil
+	}
+	if err != nil {
+		return "", time.Time{}, false, fmt.Errorf("read the %s stream position: %w", stream, err)
+	}
+	pos = *rows[0][0]
+	if rows[0][1] != nil {
+		if commitTime, err = time.ParseInLocation(timeLayout, *rows[0][1], time.UTC); err != nil {
+			return "", time.Time{}, false, fmt.Errorf("read the %s stream position: commit time %q: %w", stream, *rows[0][1], err)
+		}
+	}
+	return pos, commitTime, true, nil
+}
+
+// ReadMarks returns the snapshot progress of every table of the migration, keyed by the source
+// table. A table never marked is absent.
+func ReadMarks(c *client.Conn, migration string) (map[cdc.TableID]cdc.SnapshotMark, error) {
+	rows, err := QueryStrings(c, "SELECT `db`, `tbl`, `cursor`, `rows`, `done` FROM `"+StateDB+"`.`snapshot` WHERE `migration` = ?", migration)
+	if noState(err) {
+		return map[cdc.TableID]cdc.SnapshotMark{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot progress: %w", err)
+	}
+	marks := make(map[cdc.TableID]cdc.SnapshotMark, len(rows))
+	for _, r := range rows {
+		id := cdc.TableID{Schema: *r[0], Name: *r[1]}
+		var m cdc.SnapshotMark
+		if r[2] != nil {
+			if m.Cursor, err = decodeCursor(*r[2]); err != nil {
+				return nil, fmt.Errorf("read snapshot progress of %s: %w", id, err)
+			}
+		}
+		if m.Rows, err = strconv.ParseInt(*r[3], 10, 64); err != nil {
+			return nil, fmt.Errorf("read snapshot progress of %s: rows %q: %w", id, *r[3], err)
+		}
+		m.Done = *r[4] != "0"
+		marks[id] = m
+	}
+	return marks, nil
+}
+
+// noState reports whether err says the state tables do not exist yet.
+func noState(err error) bool {
+	var myErr *mysql.MyError
+	return errors.As(err, &myErr) && (myErr.Code == 1146 || myErr.Code == 1049) // no such table, no such database
+}
+
+// encodeCursor writes a key as a JSON array with one element per key column: a string, or
+// {"hex": "..."} for a value that is not UTF-8 (such as a BINARY(16) key), which a JSON string
+// cannot carry byte for byte.
+func encodeCursor(key []string) string {
+	b := []byte{'['}
+	for i, k := range key {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if utf8.ValidString(k) {
+			s, _ := json.Marshal(k) // a string always marshals
+			b = append(b, s...)
+			continue
+		}
+		b = append(b, `{"hex":"`...)
+		b = hex.AppendEncode(b, []byte(k))
+		b = append(b, `"}`...)
+	}
+	return string(append(b, ']'))
+}
+
+func decodeCursor(s string) ([]string, error) {
+	var elems []json.RawMessage
+	if err := json.Unmarshal([]byte(s), &elems); err != nil {
+		return nil, fmt.Errorf("cursor %q is not a JSON array: %w", s, err)
+	}
+	key := make([]string, len(elems))
+	for i, e := range elems {
+		if len(e) > 0 && e[0] == '{' {
+			var h struct{ Hex string }
+			if err := json.Unmarshal(e, &h); err != nil {
+				return nil, fmt.Errorf("cursor %q: %w", s, err)
+			}
+			b, err := hex.DecodeString(h.Hex)
+			if err != nil {
+				return nil, fmt.Errorf("cursor %q: %w", s, err)
+			}
+			key[i] = string(b)
+			continue
+		}
+		if err := json.Unmarshal(e, &key[i]); err != nil {
+			return nil, fmt.Errorf("cursor %q: %w", s, err)
+		}
+	}
+	return key, nil
+}
