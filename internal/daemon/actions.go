@@ -15,6 +15,9 @@ import (
 
 // Actions returns the operator actions for the control API.
 func (d *Daemon) Actions() map[string]server.ActionFunc {
+	if d.binlog != nil {
+		return d.binlogActions()
+	}
 	return map[string]server.ActionFunc{
 		"cutover":  d.Cutover,
 		"rollback": d.Rollback,

@@ -72,12 +72,17 @@ type Daemon struct {
 	verifying bool
 	// runCtx is Run's context, for background work that actions start.
 	runCtx context.Context
+	// binlog is set when the source is MySQL; the PostgreSQL fields above stay unused then.
+	binlog *binlogRun
 }
 
 // New prepares a daemon. It does not connect yet.
 func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, error) {
-	if cfg.Source.Engine != "postgres" || cfg.Target.Engine != "postgres" {
-		return nil, fmt.Errorf("engines %s → %s: this version migrates PostgreSQL to PostgreSQL only", cfg.Source.Engine, cfg.Target.Engine)
+	if cfg.Source.Engine == "mysql" {
+		return newBinlog(cfg, log, m)
+	}
+	if cfg.Target.Engine != "postgres" {
+		return nil, fmt.Errorf("engines %s → %s: this version migrates PostgreSQL only into PostgreSQL; PostgreSQL → MySQL is not built yet", cfg.Source.Engine, cfg.Target.Engine)
 	}
 	src, err := cfg.Source.PostgresDSN()
 	if err != nil {
@@ -94,6 +99,22 @@ func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, erro
 		return nil, fmt.Errorf("target.dsn: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: log, m: m, srcDSN: src, dstDSN: dst, wake: make(chan struct{})}
+	d.initStatus()
+	return d, nil
+}
+
+// newBinlog prepares a daemon for a MySQL source.
+func newBinlog(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, m: m, wake: make(chan struct{})}
+	if err := d.setupBinlog(); err != nil {
+		return nil, err
+	}
+	d.initStatus()
+	return d, nil
+}
+
+func (d *Daemon) initStatus() {
+	cfg := d.cfg
 	d.status = server.Status{
 		Migration: cfg.Name,
 		Phase:     "starting",
@@ -101,7 +122,6 @@ func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, erro
 		Source:    server.Endpoint{Engine: cfg.Source.Engine, DSN: cfg.Source.Redacted()},
 		Target:    server.Endpoint{Engine: cfg.Target.Engine, DSN: cfg.Target.Redacted()},
 	}
-	return d, nil
 }
 
 func (d *Daemon) slotName() string    { return "migrated_" + d.cfg.Name }
@@ -110,6 +130,10 @@ func (d *Daemon) reverseName() string { return "migrated_" + d.cfg.Name + "_reve
 
 // Check runs preflight on both sides and returns the problems found. It changes nothing.
 func (d *Daemon) Check(ctx context.Context) ([]postgres.Problem, error) {
+	if d.binlog != nil {
+		probs, _, err := d.checkBinlog(ctx)
+		return probs, err
+	}
 	probs, _, err := d.check(ctx)
 	return probs, err
 }
@@ -165,6 +189,9 @@ func (d *Daemon) freshTarget(ctx context.Context, dst *pgx.Conn) (bool, error) {
 // goes on, a stream resumes from its checkpoint, a cutover or rollback cut short by a crash is
 // finished or undone as its journal says.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.binlog != nil {
+		return d.runBinlog(ctx)
+	}
 	probs, tables, err := d.check(ctx)
 	if err != nil {
 		return err

@@ -163,10 +163,10 @@ func CheckTarget(ctx context.Context, conn *pgx.Conn, tables []*schema.Table, fr
 		return nil, fmt.Errorf("read target settings: %w", err)
 	}
 	if version < minVersion {
-		probs = append(probs, Problem{"target version", fmt.Sprintf("target runs PostgreSQL %d.%d; migrated needs 13 or later", version/10000, version%10000)})
+		probs = append(probs, Problem{Check: "target version", Message: fmt.Sprintf("target runs PostgreSQL %d.%d; migrated needs 13 or later", version/10000, version%10000)})
 	}
 	if !superuser && !canCreate {
-		probs = append(probs, Problem{"target privileges", fmt.Sprintf("role %s cannot create schemas on the target; run GRANT CREATE ON DATABASE %s TO %s on the target", user, pgx.Identifier{database}.Sanitize(), pgx.Identifier{user}.Sanitize())})
+		probs = append(probs, Problem{Check: "target privileges", Message: fmt.Sprintf("role %s cannot create schemas on the target; run GRANT CREATE ON DATABASE %s TO %s on the target", user, pgx.Identifier{database}.Sanitize(), pgx.Identifier{user}.Sanitize())})
 	}
 	if !fresh {
 		return probs, nil
@@ -185,7 +185,7 @@ func CheckTarget(ctx context.Context, conn *pgx.Conn, tables []*schema.Table, fr
 		return nil, fmt.Errorf("check target tables: %w", err)
 	}
 	if len(existing) > 0 {
-		probs = append(probs, Problem{"target tables", fmt.Sprintf("target already has %d of the tables to migrate (%s) and no migration state; migrate into an empty database, or drop those tables on the target",
+		probs = append(probs, Problem{Check: "target tables", Message: fmt.Sprintf("target already has %d of the tables to migrate (%s) and no migration state; migrate into an empty database, or drop those tables on the target",
 			len(existing), strings.Join(limit(existing, 10), ", "))})
 	}
 	return probs, nil

@@ -37,8 +37,9 @@ type Source interface {
 	// that the stream carries it as a change to WatermarkTable.
 	Watermark(ctx context.Context, mark string) error
 	// Read returns up to limit rows of the table that follow cursor in key order (all rows
-	// from the start when cursor is nil), one value per Relation column, in one statement.
-	Read(ctx context.Context, rel *cdc.Relation, cursor []string, limit int) ([][]cdc.Value, error)
+	// from the start when cursor is nil), one value per Relation column, in one statement,
+	// and the cursor of the last row returned (cursor itself when none).
+	Read(ctx context.Context, rel *cdc.Relation, cursor []string, limit int) (rows [][]cdc.Value, last []string, err error)
 	Close()
 }
 
@@ -299,20 +300,12 @@ func (r *Reconciler) Copy(ctx context.Context, src Source, rel *cdc.Relation, pr
 		forget()
 		return prev, err
 	}
-	rows, err := src.Read(ctx, rel, prev.Cursor, limit)
+	rows, last, err := src.Read(ctx, rel, prev.Cursor, limit)
 	if err != nil {
 		forget()
 		return prev, err
 	}
-	mark := cdc.SnapshotMark{Cursor: prev.Cursor, Rows: prev.Rows + int64(len(rows)), Done: len(rows) < limit}
-	if len(rows) > 0 {
-		key := rel.KeyColumns()
-		last := rows[len(rows)-1]
-		mark.Cursor = make([]string, len(key))
-		for i, k := range key {
-			mark.Cursor[i] = string(last[k].Data)
-		}
-	}
+	mark := cdc.SnapshotMark{Cursor: last, Rows: prev.Rows + int64(len(rows)), Done: len(rows) < limit}
 	r.mu.Lock()
 	ch.rows, ch.mark, ch.read = rows, mark, true
 	r.mu.Unlock()

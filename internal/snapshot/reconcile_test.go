@@ -93,7 +93,7 @@ func (f *fakeSource) Watermark(_ context.Context, mark string) error {
 	return nil
 }
 
-func (f *fakeSource) Read(_ context.Context, _ *cdc.Relation, cursor []string, limit int) ([][]cdc.Value, error) {
+func (f *fakeSource) Read(_ context.Context, _ *cdc.Relation, cursor []string, limit int) ([][]cdc.Value, []string, error) {
 	// Give the writers time to change the chunk between the watermarks and the read.
 	time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
 	defer time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
@@ -111,10 +111,12 @@ func (f *fakeSource) Read(_ context.Context, _ *cdc.Relation, cursor []string, l
 	}
 	slices.Sort(keys)
 	var out [][]cdc.Value
+	last := cursor
 	for _, k := range keys[:min(limit, len(keys))] {
 		out = append(out, f.row(k, f.rows[k]))
+		last = []string{strconv.Itoa(k)}
 	}
-	return out, nil
+	return out, last, nil
 }
 
 func (f *fakeSource) Close() {}

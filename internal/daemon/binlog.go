@@ -1,0 +1,547 @@
+package daemon
+
+// The migration from a MySQL or MariaDB source into a MySQL or MariaDB target: preflight, the
+// target schema, a snapshot reconciled with the running binlog stream by watermarks, the
+// secondary keys after the copy, then streaming. Its state lives in the `_migrated` database
+// of the target, written in the same transactions as the data.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/migrated/migrated/internal/apply"
+	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/mysql"
+	"github.com/migrated/migrated/internal/schema"
+	"github.com/migrated/migrated/internal/server"
+	"github.com/migrated/migrated/internal/snapshot"
+	"github.com/migrated/migrated/internal/state"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// binlogRun is the state of a migration whose source is MySQL.
+type binlogRun struct {
+	src, dst mysql.Addr
+	rec      *snapshot.Reconciler
+	// dst is the daemon's own session on the target for state and post-data; guarded by mu.
+	mu   sync.Mutex
+	conn *client.Conn
+}
+
+// binlogMode reports whether the source is MySQL, and prepares the run when it is.
+func (d *Daemon) setupBinlog() error {
+	if d.cfg.Source.Engine != "mysql" {
+		return nil
+	}
+	if d.cfg.Target.Engine != "mysql" {
+		return fmt.Errorf("engines %s → %s: this version migrates MySQL/MariaDB only into MySQL/MariaDB; MySQL → PostgreSQL is not built yet", d.cfg.Source.Engine, d.cfg.Target.Engine)
+	}
+	src, err := mysql.ParseDSN(d.cfg.Source.DSN, d.cfg.Source.Password)
+	if err != nil {
+		return fmt.Errorf("source.dsn: %w", err)
+	}
+	dst, err := mysql.ParseDSN(d.cfg.Target.DSN, d.cfg.Target.Password)
+	if err != nil {
+		return fmt.Errorf("target.dsn: %w", err)
+	}
+	d.binlog = &binlogRun{src: src, dst: dst, rec: &snapshot.Reconciler{
+		Migration:      d.cfg.Name,
+		WatermarkTable: cdc.TableID{Schema: mysql.StateDB, Name: mysql.WatermarkTable},
+		Log:            d.log.Named("snapshot"),
+	}}
+	return nil
+}
+
+// serverID is the replica id the stream registers with: stable for a migration, so a restart
+// replaces its own earlier connection, and far from the small ids servers usually have.
+func (d *Daemon) serverID() uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(d.cfg.Name))
+	return h.Sum32()%(1<<30) + 1<<30
+}
+
+func (d *Daemon) checkBinlog(ctx context.Context) ([]schema.Problem, []*schema.Table, error) {
+	b := d.binlog
+	src, err := mysql.Connect(ctx, b.src)
+	if err != nil {
+		return []schema.Problem{{Check: "source", Message: fmt.Sprintf("cannot connect to the source %s: %v; check source.dsn, the network and the user's grants", d.cfg.Source.Redacted(), err)}}, nil, nil
+	}
+	defer src.Close()
+	tables, err := mysql.Tables(src, b.src.DB, d.cfg.Tables.Match)
+	if err != nil {
+		return nil, nil, err
+	}
+	probs, err := mysql.CheckSource(src, tables, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	dst, err := mysql.Connect(ctx, b.dst)
+	if err != nil {
+		return append(probs, schema.Problem{Check: "target", Message: fmt.Sprintf("cannot connect to the target %s: %v; check target.dsn, the network and the user's grants", d.cfg.Target.Redacted(), err)}), tables, nil
+	}
+	defer dst.Close()
+	_, exists, err := mysql.LoadMigration(dst, d.cfg.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	tprobs, err := mysql.CheckTarget(dst, b.dst.DB, tables, !exists)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(probs, tprobs...), tables, nil
+}
+
+// runBinlog is Run for a MySQL source.
+func (d *Daemon) runBinlog(ctx context.Context) error {
+	probs, tables, err := d.checkBinlog(ctx)
+	if err != nil {
+		return err
+	}
+	if len(probs) > 0 {
+		return &PreflightError{Problems: probs}
+	}
+	d.tables = tables
+	b := d.binlog
+	conn, err := mysql.Connect(ctx, b.dst)
+	if err != nil {
+		return err
+	}
+	b.conn = conn
+	defer conn.Close()
+	if err := mysql.EnsureState(conn); err != nil {
+		return err
+	}
+	mig, exists, err := mysql.LoadMigration(conn, d.cfg.Name)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		if mig, err = d.startBinlog(ctx); err != nil {
+			return d.failBinlog(ctx, "snapshotting", err)
+		}
+	}
+	d.showTables(nil)
+	for ctx.Err() == nil {
+		phase := mig.ResumePhase()
+		var err error
+		switch phase {
+		case "snapshotting", "streaming":
+			err = d.streamBinlog(ctx, mig, phase == "snapshotting")
+		default:
+			d.showPhase(state.Phase(phase), mig.Error)
+			d.log.Info("migration is over; nothing to run", zap.String("phase", phase))
+			<-ctx.Done()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			err = d.failBinlog(ctx, phase, err)
+			d.log.Error("migration failed; fix the cause, then restart migrated to resume", zap.Error(err))
+			<-ctx.Done()
+			return err
+		}
+		if mig, _, err = mysql.LoadMigration(b.target(), d.cfg.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *binlogRun) target() *client.Conn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.conn
+}
+
+// startBinlog records a new migration: the stream's start position is read before the target
+// schema exists and before any row is copied, so every change after it reaches the target
+// either through the copy or through the stream.
+func (d *Daemon) startBinlog(ctx context.Context) (*mysql.Migration, error) {
+	b := d.binlog
+	src, err := mysql.Connect(ctx, b.src)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	if err := mysql.EnsureWatermarkTable(src); err != nil {
+		return nil, err
+	}
+	start, err := mysql.CurrentPosition(src)
+	if err != nil {
+		return nil, err
+	}
+	post, err := mysql.CreateTables(src, b.src.DB, b.target(), b.dst.DB, d.tables)
+	if err != nil {
+		return nil, err
+	}
+	if err := mysql.CreateMigration(b.target(), d.cfg.Name, forward, start.String(), post); err != nil {
+		return nil, err
+	}
+	d.log.Info("target schema created; snapshot starts", zap.String("from", start.String()), zap.Int("post_data_statements", len(post)))
+	return &mysql.Migration{Phase: "snapshotting", PostData: post}, nil
+}
+
+func (d *Daemon) failBinlog(ctx context.Context, in string, err error) error {
+	d.m.Errors.WithLabelValues("apply").Inc()
+	if c := d.binlog.target(); c != nil {
+		if serr := mysql.SetPhase(c, d.cfg.Name, "failed", in, err.Error()); serr != nil {
+			d.log.Error("record failed phase", zap.Error(serr))
+		}
+	}
+	d.showPhase(state.PhaseFailed, err.Error())
+	return err
+}
+
+func (d *Daemon) setBinlogPhase(phase string) error {
+	if err := mysql.SetPhase(d.binlog.target(), d.cfg.Name, phase, "", ""); err != nil {
+		return err
+	}
+	d.showPhase(state.Phase(phase), "")
+	return nil
+}
+
+// streamBinlog runs the stream, reconnecting from the target's checkpoint after transient
+// failures, and alongside it, while snapshotting, the copy and then the post-data statements.
+// It returns when the phase changes or on a permanent failure.
+func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapshotting bool) error {
+	if err := d.setBinlogPhase(mig.ResumePhase()); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	copied := make(chan struct{})
+	g.Go(func() error {
+		err := d.streamBinlogLoop(gctx)
+		if err == nil && ctx.Err() == nil && gctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
+	if snapshotting {
+		g.Go(func() error {
+			if err := d.copyBinlog(gctx); err != nil {
+				return err
+			}
+			if err := d.postDataBinlog(gctx, mig); err != nil {
+				return err
+			}
+			if err := d.setBinlogPhase("streaming"); err != nil {
+				return err
+			}
+			close(copied)
+			return nil
+		})
+	} else {
+		d.mu.Lock()
+		d.ready = true
+		d.mu.Unlock()
+	}
+	if snapshotting {
+		// The stream goes on across the phase change; only its failure ends this.
+		g.Go(func() error {
+			select {
+			case <-copied:
+				d.mu.Lock()
+				d.ready = true
+				d.mu.Unlock()
+			case <-gctx.Done():
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// streamBinlogLoop is the stream with reconnects, like stream() for PostgreSQL.
+func (d *Daemon) streamBinlogLoop(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := d.streamBinlogOnce(ctx)
+		d.m.StreamConnected.WithLabelValues(forward).Set(0)
+		d.mu.Lock()
+		d.status.Stream.Connected = false
+		d.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil
+		}
+		var de *cdc.DecodeError
+		if errors.As(err, &de) || !transientBinlog(err) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		d.m.StreamReconnects.WithLabelValues(forward).Inc()
+		d.m.Errors.WithLabelValues("stream").Inc()
+		d.log.Warn("stream interrupted; reconnecting from the last checkpoint", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, d.cfg.Stream.ReconnectMaxBackoff.Duration())
+	}
+}
+
+// transientBinlog tells the failures a reconnect from the checkpoint can mend.
+func transientBinlog(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *apply.ChangeError
+	if errors.As(err, &ce) {
+		return apply.IsTransient(ce.Err)
+	}
+	var myErr *gomysql.MyError
+	if errors.As(err, &myErr) {
+		switch myErr.Code {
+		case 1040, 1053, 1205, 1213, 1317, 2006, 2013:
+			return true
+		}
+		return false
+	}
+	return apply.IsTransient(err) || isConnectionError(err)
+}
+
+func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
+	b := d.binlog
+	posText, commitTime, ok, err := mysql.ReadPosition(b.target(), d.cfg.Name, forward)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("the stream checkpoint of migration %s is missing from %s.progress on the target; cancel the migration and start again", d.cfg.Name, mysql.StateDB)
+	}
+	src, err := mysql.Connect(ctx, b.src)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	flavor := mysql.Flavor(src.GetServerVersion())
+	resume, err := mysql.ParsePosition(flavor, posText)
+	if err != nil {
+		return err
+	}
+	target, err := mysql.NewTarget(ctx, b.dst, d.cfg.Name, forward, d.tables)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	stream := mysql.NewStream(mysql.StreamOptions{
+		Addr: b.src, ServerID: d.serverID(), Tables: d.tables, Resume: resume,
+		Heartbeat: d.cfg.Stream.HeartbeatInterval.Duration(),
+		OnChange:  d.m.ChangesReceived.WithLabelValues(forward).Inc,
+		Log:       d.log.Named("stream"),
+	})
+	raw := make(chan cdc.Event, 8192)
+	events := make(chan cdc.Event, 8192)
+	lastCommit := commitTime
+	durable := func(pos cdc.Position, commitTime time.Time, st apply.BatchStats) {
+		b.rec.Durable(pos)
+		n := 0
+		for op, c := range st.Changes {
+			if op == cdc.OpMark {
+				continue
+			}
+			d.m.ChangesApplied.WithLabelValues(forward, op.String()).Add(float64(c))
+			n += c
+		}
+		d.m.TransactionsApplied.WithLabelValues(forward).Add(float64(st.Txns))
+		if n > 0 || st.Txns > 0 {
+			d.m.ApplyBatchDuration.Observe(st.Duration.Seconds())
+			d.m.ApplyBatchChanges.Observe(float64(n))
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if !commitTime.IsZero() {
+			lastCommit = commitTime
+		}
+		s := &d.status.Stream
+		s.ChangesApplied += int64(n)
+		s.TxnsApplied += int64(st.Txns)
+		s.AppliedPosition = snapshot.Unwrap(pos).String()
+		s.LastCommitTime = lastCommit
+		seconds := 0.0
+		if len(raw)+len(events) > 0 && !lastCommit.IsZero() {
+			seconds = max(0, time.Since(lastCommit).Seconds())
+		}
+		s.LagSeconds = seconds
+		d.m.LagSeconds.WithLabelValues(forward).Set(seconds)
+		if !lastCommit.IsZero() {
+			d.m.LastApplyTimestamp.WithLabelValues(forward).Set(float64(lastCommit.Unix()))
+		}
+	}
+	applier := apply.New(target, apply.Options{
+		MaxChanges: d.cfg.Apply.BatchChanges, MaxDelay: d.cfg.Apply.BatchDelay.Duration(),
+		HeartbeatEvery: d.cfg.Stream.HeartbeatInterval.Duration(),
+	}, durable, d.log)
+	d.log.Info("streaming", zap.String("direction", forward), zap.String("from", resume.String()), zap.String("flavor", flavor))
+	d.m.StreamConnected.WithLabelValues(forward).Set(1)
+	d.mu.Lock()
+	d.status.Stream.Connected = true
+	d.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return stream.Run(gctx, raw) })
+	g.Go(func() error { return b.rec.Filter(gctx, raw, events) })
+	g.Go(func() error { return applier.Run(gctx, events) })
+	g.Go(func() error {
+		// A heartbeat row keeps lag true on an idle source, and shows the source's position.
+		hb, err := mysql.NewSnapshotSource(gctx, b.src, d.tables)
+		if err != nil {
+			return err
+		}
+		defer hb.Close()
+		tick := time.NewTicker(d.cfg.Stream.HeartbeatInterval.Duration())
+		defer tick.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-tick.C:
+			}
+			if err := hb.Watermark(gctx, "heartbeat|"+d.cfg.Name+"|"+time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+				return err
+			}
+			if pos, err := mysql.CurrentPosition(src); err == nil {
+				d.mu.Lock()
+				d.status.Stream.SourcePosition = pos.String()
+				if len(raw)+len(events) == 0 && d.status.Stream.LagSeconds > 0 {
+					d.status.Stream.LagSeconds = 0
+					d.m.LagSeconds.WithLabelValues(forward).Set(0)
+				}
+				d.mu.Unlock()
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// copyBinlog copies every table not yet done, reconciled with the stream by watermarks.
+func (d *Daemon) copyBinlog(ctx context.Context) error {
+	b := d.binlog
+	marks, err := mysql.ReadMarks(b.target(), d.cfg.Name)
+	if err != nil {
+		return err
+	}
+	var tables []snapshot.Table
+	for _, t := range d.tables {
+		d.m.SnapshotRowsEstimated.WithLabelValues(t.ID.String()).Set(float64(t.EstimatedRows))
+		tables = append(tables, snapshot.Table{Relation: mysql.Relation(t), From: marks[t.ID]})
+	}
+	d.m.SnapshotTablesTotal.Set(float64(len(d.tables)))
+	d.showTables(marks)
+	chunkRows := int(min(d.cfg.Snapshot.SplitRows, 20000))
+	d.log.Info("snapshot copy", zap.Int("tables", len(tables)), zap.Int("chunk_rows", chunkRows))
+	err = b.rec.CopyTables(ctx, tables, d.cfg.Snapshot.Workers, chunkRows,
+		func(ctx context.Context) (snapshot.Source, error) { return mysql.NewSnapshotSource(ctx, b.src, d.tables) },
+		func(rel *cdc.Relation, m cdc.SnapshotMark) {
+			d.mu.Lock()
+			d.m.SnapshotRowsCopied.WithLabelValues(rel.Table.String()).Add(float64(m.Rows - marks[rel.Table].Rows))
+			marks[rel.Table] = m
+			d.mu.Unlock()
+			d.showTables(marks)
+		})
+	if err != nil {
+		return err
+	}
+	d.log.Info("snapshot copy done")
+	return nil
+}
+
+// showTables publishes snapshot progress from the marks.
+func (d *Daemon) showTables(marks map[cdc.TableID]cdc.SnapshotMark) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := server.SnapshotState{TablesTotal: len(d.tables)}
+	done := 0
+	for _, t := range d.tables {
+		m := marks[t.ID]
+		ts := server.TableState{Table: t.ID.String(), State: state.TablePending, RowsCopied: m.Rows, RowsEstimate: t.EstimatedRows}
+		switch {
+		case m.Done:
+			ts.State = state.TableDone
+			done++
+		case m.Rows > 0:
+			ts.State = "copying"
+		}
+		st.RowsCopied += m.Rows
+		st.RowsEstimate += max(t.EstimatedRows, m.Rows)
+		st.Tables = append(st.Tables, ts)
+	}
+	st.TablesDone = done
+	d.m.SnapshotTablesDone.Set(float64(done))
+	d.status.Snapshot = st
+}
+
+// postDataBinlog runs the secondary keys and foreign keys left out of the target tables, each
+// recorded when done. A statement that ran before a crash but was not recorded fails with a
+// duplicate name when run again: that counts as done.
+func (d *Daemon) postDataBinlog(ctx context.Context, mig *mysql.Migration) error {
+	b := d.binlog
+	if mig.PostDone >= len(mig.PostData) {
+		return nil
+	}
+	d.log.Info("building secondary keys and foreign keys", zap.Int("statements", len(mig.PostData)-mig.PostDone))
+	c, err := mysql.Connect(ctx, b.dst)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Execute("SET SESSION foreign_key_checks = 0"); err != nil {
+		return err
+	}
+	for i := mig.PostDone; i < len(mig.PostData); i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		q := mig.PostData[i]
+		if _, err := c.Execute("USE " + mysql.Quote(b.dst.DB)); err != nil {
+			return err
+		}
+		if _, err := c.Execute(q); err != nil {
+			var myErr *gomysql.MyError
+			// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
+			if !errors.As(err, &myErr) || (myErr.Code != 1061 && myErr.Code != 1826) {
+				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+			}
+		}
+		if err := mysql.SetPostDone(b.target(), d.cfg.Name, i+1); err != nil {
+			return err
+		}
+	}
+	d.log.Info("secondary keys and foreign keys built")
+	return nil
+}
+
+func firstWords(q string) string {
+	if len(q) > 120 {
+		return q[:120] + "…"
+	}
+	return strings.TrimSpace(q)
+}
+
+// binlogActions refuses the operator actions not built for MySQL yet, with what to do instead.
+func (d *Daemon) binlogActions() map[string]server.ActionFunc {
+	refuse := func(name string) server.ActionFunc {
+		return func(context.Context, server.ActionRequest) (any, error) {
+			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a MySQL source in this version: the migration streams, and status and metrics show its progress; stop migrated to stop streaming", name)}
+		}
+	}
+	out := map[string]server.ActionFunc{}
+	for _, a := range []string{"cutover", "rollback", "complete", "cancel", "pause", "resume", "verify"} {
+		out[a] = refuse(a)
+	}
+	return out
+}
