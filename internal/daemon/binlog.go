@@ -445,7 +445,9 @@ func (d *Daemon) copyBinlog(ctx context.Context) error {
 	chunkRows := int(min(d.cfg.Snapshot.SplitRows, 20000))
 	d.log.Info("snapshot copy", zap.Int("tables", len(tables)), zap.Int("chunk_rows", chunkRows))
 	err = b.rec.CopyTables(ctx, tables, d.cfg.Snapshot.Workers, chunkRows,
-		func(ctx context.Context) (snapshot.Source, error) { return mysql.NewSnapshotSource(ctx, b.src, d.tables) },
+		func(ctx context.Context) (snapshot.Source, error) {
+			return mysql.NewSnapshotSource(ctx, b.src, d.tables)
+		},
 		func(rel *cdc.Relation, m cdc.SnapshotMark) {
 			d.mu.Lock()
 			d.m.SnapshotRowsCopied.WithLabelValues(rel.Table.String()).Add(float64(m.Rows - marks[rel.Table].Rows))
