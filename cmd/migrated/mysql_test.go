@@ -112,7 +112,7 @@ func (e *myEnv) seedMySQL(n int) {
 		  dt DATE, dtm DATETIME(6), ts TIMESTAMP(6) NULL, tm TIME(6), yr YEAR,
 		  js JSON, en ENUM('small','medium','large'), st SET('a','b','c'),
 		  b1 BIT(1), b64 BIT(64),
-		  gen INT AS (i * 2) STORED,
+		  gen BIGINT AS (i * 2) STORED,
 		  KEY by_vc (vc)
 		) CHARSET utf8mb4`,
 		`INSERT INTO every_type (id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, f, d, c, vc, tx, bin, vb, bl, dt, dtm, ts, tm, yr, js, en, st, b1, b64) VALUES

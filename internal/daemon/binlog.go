@@ -151,17 +151,25 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 			<-ctx.Done()
 			return err
 		}
-		if mig, _, err = mysql.LoadMigration(b.target(), d.cfg.Name); err != nil {
+		if err := b.state(func(c *client.Conn) (err error) {
+			mig, _, err = mysql.LoadMigration(c, d.cfg.Name)
+			return err
+		}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (b *binlogRun) target() *client.Conn {
+// state runs fn on the daemon's state session on the target, one caller at a time: a
+// go-mysql connection is not safe for concurrent use.
+func (b *binlogRun) state(fn func(c *client.Conn) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.conn
+	if b.conn == nil {
+		return errors.New("no session on the target")
+	}
+	return fn(b.conn)
 }
 
 // startBinlog records a new migration: the stream's start position is read before the target
@@ -181,11 +189,14 @@ func (d *Daemon) startBinlog(ctx context.Context) (*mysql.Migration, error) {
 	if err != nil {
 		return nil, err
 	}
-	post, err := mysql.CreateTables(src, b.src.DB, b.target(), b.dst.DB, d.tables)
+	var post []string
+	err = b.state(func(c *client.Conn) (err error) {
+		if post, err = mysql.CreateTables(src, b.src.DB, c, b.dst.DB, d.tables); err != nil {
+			return err
+		}
+		return mysql.CreateMigration(c, d.cfg.Name, forward, start.String(), post)
+	})
 	if err != nil {
-		return nil, err
-	}
-	if err := mysql.CreateMigration(b.target(), d.cfg.Name, forward, start.String(), post); err != nil {
 		return nil, err
 	}
 	d.log.Info("target schema created; snapshot starts", zap.String("from", start.String()), zap.Int("post_data_statements", len(post)))
@@ -194,17 +205,15 @@ func (d *Daemon) startBinlog(ctx context.Context) (*mysql.Migration, error) {
 
 func (d *Daemon) failBinlog(ctx context.Context, in string, err error) error {
 	d.m.Errors.WithLabelValues("apply").Inc()
-	if c := d.binlog.target(); c != nil {
-		if serr := mysql.SetPhase(c, d.cfg.Name, "failed", in, err.Error()); serr != nil {
-			d.log.Error("record failed phase", zap.Error(serr))
-		}
+	if serr := d.binlog.state(func(c *client.Conn) error { return mysql.SetPhase(c, d.cfg.Name, "failed", in, err.Error()) }); serr != nil {
+		d.log.Error("record failed phase", zap.Error(serr))
 	}
 	d.showPhase(state.PhaseFailed, err.Error())
 	return err
 }
 
 func (d *Daemon) setBinlogPhase(phase string) error {
-	if err := mysql.SetPhase(d.binlog.target(), d.cfg.Name, phase, "", ""); err != nil {
+	if err := d.binlog.state(func(c *client.Conn) error { return mysql.SetPhase(c, d.cfg.Name, phase, "", "") }); err != nil {
 		return err
 	}
 	d.showPhase(state.Phase(phase), "")
@@ -316,7 +325,13 @@ func transientBinlog(err error) bool {
 
 func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	b := d.binlog
-	posText, commitTime, ok, err := mysql.ReadPosition(b.target(), d.cfg.Name, forward)
+	var posText string
+	var commitTime time.Time
+	var ok bool
+	err := b.state(func(c *client.Conn) (err error) {
+		posText, commitTime, ok, err = mysql.ReadPosition(c, d.cfg.Name, forward)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -431,7 +446,11 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 // copyBinlog copies every table not yet done, reconciled with the stream by watermarks.
 func (d *Daemon) copyBinlog(ctx context.Context) error {
 	b := d.binlog
-	marks, err := mysql.ReadMarks(b.target(), d.cfg.Name)
+	var marks map[cdc.TableID]cdc.SnapshotMark
+	err := b.state(func(c *client.Conn) (err error) {
+		marks, err = mysql.ReadMarks(c, d.cfg.Name)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -519,7 +538,7 @@ func (d *Daemon) postDataBinlog(ctx context.Context, mig *mysql.Migration) error
 				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
 			}
 		}
-		if err := mysql.SetPostDone(b.target(), d.cfg.Name, i+1); err != nil {
+		if err := b.state(func(c *client.Conn) error { return mysql.SetPostDone(c, d.cfg.Name, i+1) }); err != nil {
 			return err
 		}
 	}

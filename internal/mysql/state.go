@@ -75,7 +75,7 @@ func CreateMigration(c *client.Conn, name, stream, start string, post []string) 
 		args []any
 	}{
 		{"INSERT INTO `" + StateDB + "`.`migration` (`name`, `phase`, `post_data`) VALUES (?, 'snapshotting', ?)", []any{name, string(postJSON)}},
-		{"INSERT INTO `" + StateDB + "`.`progress` (`migration`, `stream`, `position`) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`)", []any{name, stream, start}},
+		{"INSERT INTO `" + StateDB + "`.`progress` (`migration`, `stream`, `position`, `updated_at`) VALUES (?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE `position` = VALUES(`position`), `updated_at` = VALUES(`updated_at`)", []any{name, stream, start}},
 		{"DELETE FROM `" + StateDB + "`.`snapshot` WHERE `migration` = ?", []any{name}},
 	} {
 		if r, err := c.Execute(q.sql, q.args...); err != nil {
