@@ -300,6 +300,9 @@ func (e *myEnv) compareMy() {
 				var cols []string
 				for j := range r.ColumnNumber() {
 					v, _ := r.GetValue(i, j)
+					if b, ok := v.([]byte); ok {
+						v = fmt.Sprintf("%q", b)
+					}
 					cols = append(cols, fmt.Sprintf("%v", v))
 				}
 				rows = append(rows, strings.Join(cols, "|"))
