@@ -12,14 +12,14 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strings"
-	"sync"
+
 	"time"
 
-	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/mysql"
+	"github.com/migrated/migrated/internal/postgres"
 	"github.com/migrated/migrated/internal/schema"
 	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/snapshot"
@@ -30,11 +30,9 @@ import (
 
 // binlogRun is the state of a migration whose source is MySQL.
 type binlogRun struct {
-	src, dst mysql.Addr
-	rec      *snapshot.Reconciler
-	// dst is the daemon's own session on the target for state and post-data; guarded by mu.
-	mu   sync.Mutex
-	conn *client.Conn
+	src  mysql.Addr
+	sink binlogSink
+	rec  *snapshot.Reconciler
 }
 
 // binlogMode reports whether the source is MySQL, and prepares the run when it is.
@@ -42,18 +40,29 @@ func (d *Daemon) setupBinlog() error {
 	if d.cfg.Source.Engine != "mysql" {
 		return nil
 	}
-	if d.cfg.Target.Engine != "mysql" {
-		return fmt.Errorf("engines %s → %s: this version migrates MySQL/MariaDB only into MySQL/MariaDB; MySQL → PostgreSQL is not built yet", d.cfg.Source.Engine, d.cfg.Target.Engine)
-	}
 	src, err := mysql.ParseDSN(d.cfg.Source.DSN, d.cfg.Source.Password)
 	if err != nil {
 		return fmt.Errorf("source.dsn: %w", err)
 	}
-	dst, err := mysql.ParseDSN(d.cfg.Target.DSN, d.cfg.Target.Password)
-	if err != nil {
-		return fmt.Errorf("target.dsn: %w", err)
+	var sink binlogSink
+	switch d.cfg.Target.Engine {
+	case "mysql":
+		dst, err := mysql.ParseDSN(d.cfg.Target.DSN, d.cfg.Target.Password)
+		if err != nil {
+			return fmt.Errorf("target.dsn: %w", err)
+		}
+		sink = &mysqlSink{d: d, addr: dst}
+	default:
+		dst, err := d.cfg.Target.PostgresDSN()
+		if err != nil {
+			return fmt.Errorf("target.dsn: %w", err)
+		}
+		if dst, err = postgres.SessionDSN(dst); err != nil {
+			return fmt.Errorf("target.dsn: %w", err)
+		}
+		sink = &pgSink{d: d, dsn: dst}
 	}
-	d.binlog = &binlogRun{src: src, dst: dst, rec: &snapshot.Reconciler{
+	d.binlog = &binlogRun{src: src, sink: sink, rec: &snapshot.Reconciler{
 		Migration:      d.cfg.Name,
 		WatermarkTable: cdc.TableID{Schema: mysql.StateDB, Name: mysql.WatermarkTable},
 		Log:            d.log.Named("snapshot"),
@@ -84,16 +93,7 @@ func (d *Daemon) checkBinlog(ctx context.Context) ([]schema.Problem, []*schema.T
 	if err != nil {
 		return nil, nil, err
 	}
-	dst, err := mysql.Connect(ctx, b.dst)
-	if err != nil {
-		return append(probs, schema.Problem{Check: "target", Message: fmt.Sprintf("cannot connect to the target %s: %v; check target.dsn, the network and the user's grants", d.cfg.Target.Redacted(), err)}), tables, nil
-	}
-	defer dst.Close()
-	_, exists, err := mysql.LoadMigration(dst, d.cfg.Name)
-	if err != nil {
-		return nil, nil, err
-	}
-	tprobs, err := mysql.CheckTarget(dst, b.dst.DB, tables, !exists)
+	tprobs, err := b.sink.check(ctx, tables)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,16 +111,11 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 	}
 	d.tables = tables
 	b := d.binlog
-	conn, err := mysql.Connect(ctx, b.dst)
-	if err != nil {
+	if err := b.sink.open(ctx); err != nil {
 		return err
 	}
-	b.conn = conn
-	defer conn.Close()
-	if err := mysql.EnsureState(conn); err != nil {
-		return err
-	}
-	mig, exists, err := mysql.LoadMigration(conn, d.cfg.Name)
+	defer b.sink.close()
+	mig, exists, err := b.sink.load(ctx)
 	if err != nil {
 		return err
 	}
@@ -151,25 +146,11 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 			<-ctx.Done()
 			return err
 		}
-		if err := b.state(func(c *client.Conn) (err error) {
-			mig, _, err = mysql.LoadMigration(c, d.cfg.Name)
-			return err
-		}); err != nil {
+		if mig, _, err = b.sink.load(ctx); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// state runs fn on the daemon's state session on the target, one caller at a time: a
-// go-mysql connection is not safe for concurrent use.
-func (b *binlogRun) state(fn func(c *client.Conn) error) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.conn == nil {
-		return errors.New("no session on the target")
-	}
-	return fn(b.conn)
 }
 
 // startBinlog records a new migration: the stream's start position is read before the target
@@ -189,31 +170,25 @@ func (d *Daemon) startBinlog(ctx context.Context) (*mysql.Migration, error) {
 	if err != nil {
 		return nil, err
 	}
-	var post []string
-	err = b.state(func(c *client.Conn) (err error) {
-		if post, err = mysql.CreateTables(src, b.src.DB, c, b.dst.DB, d.tables); err != nil {
-			return err
-		}
-		return mysql.CreateMigration(c, d.cfg.Name, forward, start.String(), post)
-	})
+	mig, err := b.sink.create(ctx, src, b.src.DB, d.tables, start.String())
 	if err != nil {
 		return nil, err
 	}
-	d.log.Info("target schema created; snapshot starts", zap.String("from", start.String()), zap.Int("post_data_statements", len(post)))
-	return &mysql.Migration{Phase: "snapshotting", PostData: post}, nil
+	d.log.Info("target schema created; snapshot starts", zap.String("from", start.String()), zap.Int("post_data_statements", len(mig.PostData)))
+	return mig, nil
 }
 
 func (d *Daemon) failBinlog(ctx context.Context, in string, err error) error {
 	d.m.Errors.WithLabelValues("apply").Inc()
-	if serr := d.binlog.state(func(c *client.Conn) error { return mysql.SetPhase(c, d.cfg.Name, "failed", in, err.Error()) }); serr != nil {
+	if serr := d.binlog.sink.setPhase(context.WithoutCancel(ctx), "failed", in, err.Error()); serr != nil {
 		d.log.Error("record failed phase", zap.Error(serr))
 	}
 	d.showPhase(state.PhaseFailed, err.Error())
 	return err
 }
 
-func (d *Daemon) setBinlogPhase(phase string) error {
-	if err := d.binlog.state(func(c *client.Conn) error { return mysql.SetPhase(c, d.cfg.Name, phase, "", "") }); err != nil {
+func (d *Daemon) setBinlogPhase(ctx context.Context, phase string) error {
+	if err := d.binlog.sink.setPhase(ctx, phase, "", ""); err != nil {
 		return err
 	}
 	d.showPhase(state.Phase(phase), "")
@@ -224,7 +199,7 @@ func (d *Daemon) setBinlogPhase(phase string) error {
 // failures, and alongside it, while snapshotting, the copy and then the post-data statements.
 // It returns when the phase changes or on a permanent failure.
 func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapshotting bool) error {
-	if err := d.setBinlogPhase(mig.ResumePhase()); err != nil {
+	if err := d.setBinlogPhase(ctx, mig.ResumePhase()); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -244,7 +219,7 @@ func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapsho
 			if err := d.postDataBinlog(gctx, mig); err != nil {
 				return err
 			}
-			if err := d.setBinlogPhase("streaming"); err != nil {
+			if err := d.setBinlogPhase(gctx, "streaming"); err != nil {
 				return err
 			}
 			close(copied)
@@ -325,13 +300,7 @@ func transientBinlog(err error) bool {
 
 func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	b := d.binlog
-	var posText string
-	var commitTime time.Time
-	var ok bool
-	err := b.state(func(c *client.Conn) (err error) {
-		posText, commitTime, ok, err = mysql.ReadPosition(c, d.cfg.Name, forward)
-		return err
-	})
+	posText, commitTime, ok, err := b.sink.position(ctx)
 	if err != nil {
 		return err
 	}
@@ -348,11 +317,11 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	target, err := mysql.NewTarget(ctx, b.dst, d.cfg.Name, forward, d.tables)
+	target, closeTarget, err := b.sink.writer(ctx, d.tables)
 	if err != nil {
 		return err
 	}
-	defer target.Close()
+	defer closeTarget()
 	stream := mysql.NewStream(mysql.StreamOptions{
 		Addr: b.src, ServerID: d.serverID(), Tables: d.tables, Resume: resume,
 		Heartbeat: d.cfg.Stream.HeartbeatInterval.Duration(),
@@ -446,11 +415,7 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 // copyBinlog copies every table not yet done, reconciled with the stream by watermarks.
 func (d *Daemon) copyBinlog(ctx context.Context) error {
 	b := d.binlog
-	var marks map[cdc.TableID]cdc.SnapshotMark
-	err := b.state(func(c *client.Conn) (err error) {
-		marks, err = mysql.ReadMarks(c, d.cfg.Name)
-		return err
-	})
+	marks, err := b.sink.marks(ctx)
 	if err != nil {
 		return err
 	}
@@ -506,41 +471,14 @@ func (d *Daemon) showTables(marks map[cdc.TableID]cdc.SnapshotMark) {
 	d.status.Snapshot = st
 }
 
-// postDataBinlog runs the secondary keys and foreign keys left out of the target tables, each
-// recorded when done. A statement that ran before a crash but was not recorded fails with a
-// duplicate name when run again: that counts as done.
+// postDataBinlog builds what the target tables left out until after the copy.
 func (d *Daemon) postDataBinlog(ctx context.Context, mig *mysql.Migration) error {
-	b := d.binlog
 	if mig.PostDone >= len(mig.PostData) {
 		return nil
 	}
 	d.log.Info("building secondary keys and foreign keys", zap.Int("statements", len(mig.PostData)-mig.PostDone))
-	c, err := mysql.Connect(ctx, b.dst)
-	if err != nil {
+	if err := d.binlog.sink.post(ctx, mig); err != nil {
 		return err
-	}
-	defer c.Close()
-	if _, err := c.Execute("SET SESSION foreign_key_checks = 0"); err != nil {
-		return err
-	}
-	for i := mig.PostDone; i < len(mig.PostData); i++ {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		q := mig.PostData[i]
-		if _, err := c.Execute("USE " + mysql.Quote(b.dst.DB)); err != nil {
-			return err
-		}
-		if _, err := c.Execute(q); err != nil {
-			var myErr *gomysql.MyError
-			// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
-			if !errors.As(err, &myErr) || (myErr.Code != 1061 && myErr.Code != 1826) {
-				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
-			}
-		}
-		if err := b.state(func(c *client.Conn) error { return mysql.SetPostDone(c, d.cfg.Name, i+1) }); err != nil {
-			return err
-		}
 	}
 	d.log.Info("secondary keys and foreign keys built")
 	return nil

@@ -232,3 +232,35 @@ func CopyColumns(t *schema.Table) []schema.Column {
 	}
 	return out
 }
+
+const indexesSQL = `
+SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, coalesce(SUB_PART, 0), INDEX_TYPE
+  FROM information_schema.STATISTICS
+ WHERE TABLE_SCHEMA = ? AND INDEX_NAME <> 'PRIMARY'
+ ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX`
+
+// Indexes reads the secondary indexes of db's tables.
+func Indexes(c *client.Conn, db string) (map[cdc.TableID][]schema.Index, error) {
+	rows, err := QueryStrings(c, indexesSQL, db)
+	if err != nil {
+		return nil, fmt.Errorf("read the indexes of %s: %w", db, err)
+	}
+	out := map[cdc.TableID][]schema.Index{}
+	for _, r := range rows {
+		if r[3] == nil {
+			continue // an index on an expression
+		}
+		id := cdc.TableID{Schema: db, Name: *r[0]}
+		list := out[id]
+		if n := len(list); n == 0 || list[n-1].Name != *r[1] {
+			list = append(list, schema.Index{Name: *r[1], Unique: *r[2] == "0", Kind: *r[5]})
+		}
+		ix := &list[len(list)-1]
+		ix.Columns = append(ix.Columns, *r[3])
+		if *r[4] != "0" {
+			ix.Prefix = true
+		}
+		out[id] = list
+	}
+	return out, nil
+}

@@ -134,6 +134,9 @@ type pendingStmt struct {
 var ErrRowMissing = errors.New("the row is missing on the target, so the target has diverged from the source; compare the table (the snapshot may have been altered on the target), then cancel and restart the migration")
 
 func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
+	if c.Op == cdc.OpMark {
+		return x.mark(ctx, c)
+	}
 	stmts, err := buildStatements(c, x.t.sqls)
 	if err != nil {
 		return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: "none", Err: err}
@@ -248,6 +251,22 @@ func (x *targetTxn) changeError(c *cdc.Change, err error) error {
 		return err
 	}
 	return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: sqlState(err), Err: err}
+}
+
+// mark records a reconciled snapshot's progress after the rows queued before it.
+func (x *targetTxn) mark(ctx context.Context, c *cdc.Change) error {
+	if err := x.flush(ctx); err != nil {
+		return err
+	}
+	cursor := make([][]byte, len(c.Mark.Cursor))
+	for i, v := range c.Mark.Cursor {
+		cursor[i] = []byte(v)
+	}
+	t := c.Relation.Table
+	if _, err := x.t.conn.Exec(ctx, state.MarkSQL, x.t.migration, t.Schema, t.Name, cursor, c.Mark.Rows, c.Mark.Done); err != nil {
+		return classify(fmt.Errorf("record snapshot progress of %s: %w", t, err))
+	}
+	return nil
 }
 
 func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error {

@@ -77,3 +77,14 @@ type Problem struct {
 }
 
 func (p Problem) String() string { return p.Check + ": " + p.Message }
+
+// Index is a secondary index of a table, as the cross-engine schema builder needs it.
+type Index struct {
+	Name    string
+	Unique  bool
+	Columns []string
+	// Kind is the engine's index kind: "BTREE", "HASH", "FULLTEXT", "SPATIAL".
+	Kind string
+	// Prefix is set when some column is indexed by a prefix only (MySQL's col(10)).
+	Prefix bool
+}

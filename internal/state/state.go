@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/migrated/migrated/internal/cdc"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -93,6 +94,15 @@ CREATE TABLE IF NOT EXISTS _migrated.journal (
     at        timestamptz NOT NULL DEFAULT clock_timestamp(),
     detail    text NOT NULL DEFAULT '',
     PRIMARY KEY (operation, seq)
+);
+CREATE TABLE IF NOT EXISTS _migrated.marks (
+    migration    text NOT NULL,
+    table_schema text NOT NULL,
+    table_name   text NOT NULL,
+    cursor       bytea[],
+    rows         bigint NOT NULL DEFAULT 0,
+    done         boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (migration, table_schema, table_name)
 );
 CREATE TABLE IF NOT EXISTS _migrated.steps (
     migration text NOT NULL,
@@ -290,3 +300,33 @@ func (s *Store) StepsDone(ctx context.Context) (map[string]bool, error) {
 
 // Name is the migration's name.
 func (s *Store) Name() string { return s.name }
+
+// MarkSQL records a reconciled snapshot's progress on one table inside the transaction that
+// wrote its rows: $1 migration, $2 schema, $3 table, $4 cursor (bytea[]), $5 rows, $6 done.
+const MarkSQL = `INSERT INTO _migrated.marks (migration, table_schema, table_name, cursor, rows, done)
+  VALUES ($1, $2, $3, $4, $5, $6)
+  ON CONFLICT (migration, table_schema, table_name) DO UPDATE
+  SET cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, done = EXCLUDED.done`
+
+// Marks returns the reconciled snapshot's progress per source table.
+func (s *Store) Marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, error) {
+	rows, err := s.pool.Query(ctx, `SELECT table_schema, table_name, cursor, rows, done FROM _migrated.marks WHERE migration = $1`, s.name)
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot progress: %w", err)
+	}
+	defer rows.Close()
+	out := map[cdc.TableID]cdc.SnapshotMark{}
+	for rows.Next() {
+		var id cdc.TableID
+		var cursor [][]byte
+		var m cdc.SnapshotMark
+		if err := rows.Scan(&id.Schema, &id.Name, &cursor, &m.Rows, &m.Done); err != nil {
+			return nil, fmt.Errorf("read snapshot progress: %w", err)
+		}
+		for _, c := range cursor {
+			m.Cursor = append(m.Cursor, string(c))
+		}
+		out[id] = m
+	}
+	return out, rows.Err()
+}

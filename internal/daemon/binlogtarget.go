@@ -1,0 +1,390 @@
+package daemon
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/migrated/migrated/internal/apply"
+	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/mysql"
+	"github.com/migrated/migrated/internal/postgres"
+	"github.com/migrated/migrated/internal/schema"
+	"github.com/migrated/migrated/internal/state"
+	"go.uber.org/zap"
+)
+
+// binlogSink is the target of a migration from MySQL: where its schema, its state and its
+// changes go. Each engine keeps the state beside the data, in the same transactions.
+type binlogSink interface {
+	open(ctx context.Context) error
+	close()
+	// check runs the target's preflight; fresh is false when the migration already exists.
+	check(ctx context.Context, tables []*schema.Table) ([]schema.Problem, error)
+	load(ctx context.Context) (*mysql.Migration, bool, error)
+	// create builds the target schema from the source's and records the migration, with its
+	// stream starting at start.
+	create(ctx context.Context, src *client.Conn, srcDB string, tables []*schema.Table, start string) (*mysql.Migration, error)
+	setPhase(ctx context.Context, phase, failedIn, reason string) error
+	position(ctx context.Context) (pos string, commitTime time.Time, ok bool, err error)
+	marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, error)
+	// post runs the post-data statements not yet done, recording each.
+	post(ctx context.Context, mig *mysql.Migration) error
+	writer(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error)
+}
+
+// mysqlSink is a MySQL or MariaDB target.
+type mysqlSink struct {
+	d    *Daemon
+	addr mysql.Addr
+	mu   sync.Mutex
+	conn *client.Conn
+}
+
+// state runs fn on the state session, one caller at a time: a go-mysql connection is not safe
+// for concurrent use.
+func (s *mysqlSink) state(fn func(c *client.Conn) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		return errors.New("no session on the target")
+	}
+	return fn(s.conn)
+}
+
+func (s *mysqlSink) open(ctx context.Context) error {
+	c, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return err
+	}
+	if err := mysql.EnsureState(c); err != nil {
+		c.Close()
+		return err
+	}
+	s.conn = c
+	return nil
+}
+
+func (s *mysqlSink) close() {
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
+
+func (s *mysqlSink) check(ctx context.Context, tables []*schema.Table) ([]schema.Problem, error) {
+	c, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return []schema.Problem{{Check: "target", Message: fmt.Sprintf("cannot connect to the target %s: %v; check target.dsn, the network and the user's grants", s.d.cfg.Target.Redacted(), err)}}, nil
+	}
+	defer c.Close()
+	_, exists, err := mysql.LoadMigration(c, s.d.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	return mysql.CheckTarget(c, s.addr.DB, tables, !exists)
+}
+
+func (s *mysqlSink) load(ctx context.Context) (m *mysql.Migration, ok bool, err error) {
+	err = s.state(func(c *client.Conn) error {
+		m, ok, err = mysql.LoadMigration(c, s.d.cfg.Name)
+		return err
+	})
+	return m, ok, err
+}
+
+func (s *mysqlSink) create(ctx context.Context, src *client.Conn, srcDB string, tables []*schema.Table, start string) (*mysql.Migration, error) {
+	var post []string
+	err := s.state(func(c *client.Conn) (err error) {
+		if post, err = mysql.CreateTables(src, srcDB, c, s.addr.DB, tables); err != nil {
+			return err
+		}
+		return mysql.CreateMigration(c, s.d.cfg.Name, forward, start, post)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &mysql.Migration{Phase: "snapshotting", PostData: post}, nil
+}
+
+func (s *mysqlSink) setPhase(ctx context.Context, phase, failedIn, reason string) error {
+	return s.state(func(c *client.Conn) error { return mysql.SetPhase(c, s.d.cfg.Name, phase, failedIn, reason) })
+}
+
+func (s *mysqlSink) position(ctx context.Context) (pos string, at time.Time, ok bool, err error) {
+	err = s.state(func(c *client.Conn) error {
+		pos, at, ok, err = mysql.ReadPosition(c, s.d.cfg.Name, forward)
+		return err
+	})
+	return pos, at, ok, err
+}
+
+func (s *mysqlSink) marks(ctx context.Context) (m map[cdc.TableID]cdc.SnapshotMark, err error) {
+	err = s.state(func(c *client.Conn) error {
+		m, err = mysql.ReadMarks(c, s.d.cfg.Name)
+		return err
+	})
+	return m, err
+}
+
+// post runs the secondary keys and foreign keys left out of the target tables. MySQL DDL
+// commits on its own, so a statement that ran before a crash but was not recorded fails with a
+// duplicate name when run again: that counts as done.
+func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
+	c, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Execute("SET SESSION foreign_key_checks = 0"); err != nil {
+		return err
+	}
+	for i := mig.PostDone; i < len(mig.PostData); i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		q := mig.PostData[i]
+		if _, err := c.Execute(q); err != nil {
+			var myErr *gomysql.MyError
+			// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
+			if !errors.As(err, &myErr) || (myErr.Code != 1061 && myErr.Code != 1826) {
+				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+			}
+		}
+		if err := s.state(func(c *client.Conn) error { return mysql.SetPostDone(c, s.d.cfg.Name, i+1) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *mysqlSink) writer(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error) {
+	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, forward, tables)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, t.Close, nil
+}
+
+// pgSink is a PostgreSQL target: the schema is generated through the type map, the state is
+// the same _migrated schema a PostgreSQL source uses.
+type pgSink struct {
+	d     *Daemon
+	dsn   string
+	pool  *pgxpool.Pool
+	store *state.Store
+}
+
+func (s *pgSink) open(ctx context.Context) error {
+	pool, err := pgxpool.New(ctx, s.dsn)
+	if err != nil {
+		return fmt.Errorf("connect to target: %w", redactErr(err, s.dsn))
+	}
+	store, err := state.Open(ctx, pool, s.d.cfg.Name)
+	if err != nil {
+		pool.Close()
+		return err
+	}
+	s.pool, s.store = pool, store
+	return nil
+}
+
+func (s *pgSink) close() {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}
+
+func (s *pgSink) typeMap() schema.TypeMap {
+	return schema.TypeMap{Dir: schema.DirMySQLToPostgres, Overrides: s.d.cfg.Tables.Types}
+}
+
+func (s *pgSink) check(ctx context.Context, tables []*schema.Table) ([]schema.Problem, error) {
+	probs := s.typeMap().Problems(tables)
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return append(probs, schema.Problem{Check: "target", Message: fmt.Sprintf("cannot connect to the target %s: %v; check target.dsn, the network and pg_hba.conf", s.d.cfg.Target.Redacted(), redactErr(err, s.dsn))}), nil
+	}
+	defer conn.Close(ctx)
+	fresh, err := s.d.freshTarget(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	tprobs, err := postgres.CheckTarget(ctx, conn, tables, fresh)
+	if err != nil {
+		return nil, err
+	}
+	return append(probs, tprobs...), nil
+}
+
+func (s *pgSink) load(ctx context.Context) (*mysql.Migration, bool, error) {
+	m, err := s.store.Load(ctx)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := &mysql.Migration{Phase: string(m.Phase), FailedIn: string(m.FailedIn), Error: m.Error}
+	if err := json.Unmarshal([]byte(m.PostData), &out.PostData); err != nil {
+		return nil, false, fmt.Errorf("read the migration state on the target: post-data: %w", err)
+	}
+	done, err := s.store.StepsDone(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	for out.PostDone < len(out.PostData) && done[postStep(out.PostDone)] {
+		out.PostDone++
+	}
+	return out, true, nil
+}
+
+func postStep(i int) string { return fmt.Sprintf("post-data/%04d", i) }
+
+func (s *pgSink) create(ctx context.Context, src *client.Conn, srcDB string, tables []*schema.Table, start string) (*mysql.Migration, error) {
+	indexes, err := mysql.Indexes(src, srcDB)
+	if err != nil {
+		return nil, err
+	}
+	pre, post, skipped, err := postgres.ForeignSchema(tables, indexes, s.typeMap())
+	if err != nil {
+		return nil, err
+	}
+	for _, sk := range skipped {
+		s.d.log.Warn("not carried to PostgreSQL; create it by hand if you need it", zap.String("what", sk))
+	}
+	postJSON, err := json.Marshal(append([]string{}, post...))
+	if err != nil {
+		return nil, err
+	}
+	var progress []state.TableProgress
+	for _, t := range tables {
+		progress = append(progress, state.TableProgress{Schema: t.ID.Schema, Name: t.ID.Name, RowsEstimate: t.EstimatedRows})
+	}
+	err = s.store.Create(ctx, start, string(postJSON), progress, func(tx pgx.Tx) error {
+		for _, q := range pre {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("create the schema on the target: %s: %w", firstWords(q), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &mysql.Migration{Phase: "snapshotting", PostData: post}, nil
+}
+
+func (s *pgSink) setPhase(ctx context.Context, phase, failedIn, reason string) error {
+	if phase == "failed" {
+		return s.store.SetFailed(ctx, state.Phase(failedIn), reason)
+	}
+	return s.store.SetPhase(ctx, state.Phase(phase), reason)
+}
+
+func (s *pgSink) position(ctx context.Context) (string, time.Time, bool, error) {
+	pos, at, err := s.store.Position(ctx, forward)
+	if errors.Is(err, state.ErrNotFound) {
+		return "", time.Time{}, false, nil
+	}
+	return pos, at, err == nil, err
+}
+
+func (s *pgSink) marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, error) {
+	return s.store.Marks(ctx)
+}
+
+// post builds the indexes; PostgreSQL DDL is transactional, so each commits with its record.
+func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
+	for i := mig.PostDone; i < len(mig.PostData); i++ {
+		q := mig.PostData[i]
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+			}
+			_, err := tx.Exec(ctx, state.StepDoneSQL, s.d.cfg.Name, postStep(i))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *pgSink) writer(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error) {
+	t, err := postgres.NewTarget(ctx, s.dsn, s.d.cfg.Name, forward)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &byteaWriter{w: t, binary: binaryColumns(tables)}, func() { t.Close(context.Background()) }, nil
+}
+
+// binaryColumns lists, per table, the positions in its Relation of the MySQL binary columns,
+// which become bytea on PostgreSQL.
+func binaryColumns(tables []*schema.Table) map[cdc.TableID][]int {
+	out := map[cdc.TableID][]int{}
+	for _, t := range tables {
+		for i, c := range mysql.CopyColumns(t) {
+			switch c.DataType {
+			case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+				out[t.ID] = append(out[t.ID], i)
+			}
+		}
+	}
+	return out
+}
+
+// byteaWriter writes MySQL binary values in bytea's hex input form. It copies the rows it
+// changes: a snapshot chunk may be emitted twice, after a replay.
+type byteaWriter struct {
+	w      apply.Writer
+	binary map[cdc.TableID][]int
+}
+
+func (b *byteaWriter) Begin(ctx context.Context) (apply.Txn, error) {
+	t, err := b.w.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &byteaTxn{Txn: t, binary: b.binary}, nil
+}
+
+type byteaTxn struct {
+	apply.Txn
+	binary map[cdc.TableID][]int
+}
+
+func (t *byteaTxn) Add(ctx context.Context, c *cdc.Change) error {
+	if c.Relation != nil {
+		if cols := t.binary[c.Relation.Table]; len(cols) > 0 {
+			cc := *c
+			cc.New, cc.Old = toBytea(c.New, cols), toBytea(c.Old, cols)
+			c = &cc
+		}
+	}
+	return t.Txn.Add(ctx, c)
+}
+
+func toBytea(row []cdc.Value, cols []int) []cdc.Value {
+	if row == nil {
+		return nil
+	}
+	out := append([]cdc.Value(nil), row...)
+	for _, i := range cols {
+		if i < len(out) && out[i].Kind == cdc.ValueText {
+			b := make([]byte, 2+hex.EncodedLen(len(out[i].Data)))
+			b[0], b[1] = '\\', 'x'
+			hex.Encode(b[2:], out[i].Data)
+			out[i].Data = b
+		}
+	}
+	return out
+}
