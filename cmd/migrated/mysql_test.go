@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/migrated/migrated/internal/testenv"
 )
 
@@ -383,4 +386,167 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	e.waitMyCaughtUp(d)
 	e.stop(d)
 	e.compareMy()
+}
+
+// TestMariaDBToPostgres moves a MariaDB database with every common type into PostgreSQL under
+// a live writer, with a kill during the snapshot, and compares the two sides value by value.
+func TestMariaDBToPostgres(t *testing.T) {
+	testenv.SkipIfShort(t)
+	e := newMyEnv(t, "my2pg")
+	pg := testenv.RequirePostgres(t)
+	dst, err := pg.CreateDB(context.Background(), "my2pg_dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.dstDSN = dst
+	e.writeMyConfig("")
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "target:\n  engine: mysql", "target:\n  engine: postgres", 1)), 0o600)
+	e.seedMySQL(20000)
+	w := e.startMyWriter(20000, 2)
+	defer func() {
+		select {
+		case <-w.stop:
+		default:
+			close(w.stop)
+			w.wg.Wait()
+		}
+	}()
+
+	d := e.start()
+	e.waitFor(d, "the snapshot to be under way", 2*time.Minute, func() bool {
+		st, ok := e.status()
+		if !ok {
+			return false
+		}
+		snap, _ := st["snapshot"].(map[string]any)
+		rows, _ := snap["rows_copied"].(float64)
+		return rows >= 2000
+	})
+	d.kill()
+	d = e.start()
+	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })
+	time.Sleep(time.Second)
+	w.finish(t)
+	e.waitPGCaughtUp(d)
+	e.stop(d)
+
+	mysqlSide := map[string]string{
+		"every_type": "SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, HEX(bin), HEX(vb), HEX(bl), dt, dtm, ts, yr+0, js, en, st, CAST(b1 AS UNSIGNED), CAST(b64 AS UNSIGNED), f, d, CAST(TIME_TO_SEC(tm) AS SIGNED) FROM %s.every_type ORDER BY id",
+		"ledger":     "SELECT id, account, amount, note, created FROM %s.ledger ORDER BY id",
+		"pairs":      "SELECT k, n, v FROM %s.pairs ORDER BY k, n",
+	}
+	pgSide := map[string]string{
+		"every_type": `SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, upper(encode(bin, 'hex')), upper(encode(vb, 'hex')), upper(encode(bl, 'hex')), dt,
+		  to_char(dtm, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), yr, js, en, st, b1, b64, f, d, extract(epoch FROM tm)::bigint FROM %s.every_type ORDER BY id`,
+		"ledger": `SELECT id, account, amount, note, to_char(created, 'YYYY-MM-DD HH24:MI:SS.US') FROM %s.ledger ORDER BY id`,
+		"pairs":  `SELECT k, n, v FROM %s.pairs ORDER BY k COLLATE "C", n`,
+	}
+	my := e.conn("")
+	defer my.Close()
+	e.mustExec(my, "SET SESSION time_zone = '+00:00'")
+	pc := e.connect(dst)
+	defer pc.Close(context.Background())
+	for _, table := range []string{"every_type", "ledger", "pairs"} {
+		r, err := my.Execute(fmt.Sprintf(mysqlSide[table], "`"+e.srcDB+"`"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var src []string
+		for i := range r.RowNumber() {
+			var cols []string
+			for j := range r.ColumnNumber() {
+				v, _ := r.GetValue(i, j)
+				switch x := v.(type) {
+				case nil:
+					cols = append(cols, "NULL")
+				case []byte:
+					cols = append(cols, string(x))
+				default:
+					cols = append(cols, fmt.Sprint(x))
+				}
+			}
+			src = append(src, strings.Join(cols, "|"))
+		}
+		rows, err := pc.Query(context.Background(), fmt.Sprintf(pgSide[table], `"`+e.srcDB+`"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cols []string
+			for _, v := range vals {
+				cols = append(cols, pgText(v))
+			}
+			got = append(got, strings.Join(cols, "|"))
+		}
+		rows.Close()
+		if len(src) != len(got) {
+			t.Errorf("%s: %d rows on MariaDB, %d on PostgreSQL", table, len(src), len(got))
+		}
+		diffs := 0
+		for i := range min(len(src), len(got)) {
+			if src[i] != got[i] {
+				if diffs++; diffs <= 5 {
+					t.Errorf("%s row %d differs:\n  mariadb    %s\n  postgresql %s", table, i, src[i], got[i])
+				}
+			}
+		}
+		if diffs == 0 && len(src) == len(got) {
+			t.Logf("%s: %d rows equal; first: %s", table, len(src), src[0])
+		}
+	}
+}
+
+// pgText prints a value PostgreSQL returned the way MariaDB prints the same value.
+func pgText(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return x
+	case time.Time:
+		return x.Format("2006-01-02")
+	case float32:
+		return strconv.FormatFloat(float64(x), 'g', -1, 32)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case pgtype.Numeric:
+		b, _ := x.MarshalJSON()
+		return string(b)
+	case map[string]any, []any:
+		b, _ := json.Marshal(x)
+		return string(b)
+	}
+	return fmt.Sprint(v)
+}
+
+// waitPGCaughtUp waits until the PostgreSQL target's checkpoint contains the source's GTIDs.
+func (e *myEnv) waitPGCaughtUp(d *proc) {
+	e.t.Helper()
+	c := e.conn("")
+	defer c.Close()
+	r, err := c.Execute("SELECT @@gtid_binlog_pos")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	want, _ := r.GetString(0, 0)
+	wantSet, err := gomysql.ParseMariadbGTIDSet(want)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pc := e.connect(e.dstDSN)
+	defer pc.Close(context.Background())
+	e.waitFor(d, "the stream to reach "+want, 3*time.Minute, func() bool {
+		var have string
+		if err := pc.QueryRow(context.Background(), "SELECT position FROM _migrated.progress WHERE migration = $1 AND stream = 'forward'", e.name).Scan(&have); err != nil {
+			return false
+		}
+		set, err := gomysql.ParseMariadbGTIDSet(have)
+		return err == nil && set.Contain(wantSet)
+	})
 }
