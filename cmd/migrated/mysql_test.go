@@ -550,3 +550,55 @@ func (e *myEnv) waitPGCaughtUp(d *proc) {
 		return err == nil && set.Contain(wantSet)
 	})
 }
+
+// TestMySQLPreflightRefusals: `migrated check` for a MariaDB source with statement binlogs,
+// a minimal row image, a table without a key and a column PostgreSQL cannot hold exactly lists
+// every problem with its fix, exits non-zero, and leaves both sides untouched.
+func TestMySQLPreflightRefusals(t *testing.T) {
+	testenv.SkipIfShort(t)
+	if os.Getenv(testenv.MariaDBURLEnv) != "" {
+		t.Skip("needs its own server with statement binlogs")
+	}
+	m, err := testenv.StartMariaDB(testenv.MariaDBOptions{Settings: map[string]string{"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"}})
+	if err != nil {
+		testenv.SkipOrFail(t, err)
+	}
+	defer m.Stop()
+	ctx := context.Background()
+	if err := m.CreateDB(ctx, "app"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"CREATE TABLE app.no_key (a INT, b VARCHAR(10))",
+		"CREATE TABLE app.places (id INT PRIMARY KEY, spot POINT NOT NULL)",
+		"CREATE TABLE app.fine (id INT PRIMARY KEY, v TEXT)",
+	} {
+		if err := m.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg := testenv.RequirePostgres(t)
+	dst, err := pg.CreateDB(ctx, "mycheck_dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "m.yaml")
+	os.WriteFile(config, []byte(fmt.Sprintf("name: mycheck\nsource:\n  engine: mysql\n  dsn: %s\ntarget:\n  engine: postgres\n  dsn: %s\n", m.DSN("app"), dst)), 0o600)
+	out, code := runCLI(t, "check", "--config", config)
+	if code == 0 {
+		t.Fatalf("check passed:\n%s", out)
+	}
+	for _, want := range []string{"binlog_format", "SET GLOBAL binlog_format", "binlog_row_image", "app.no_key", "app.places.spot", "tables.types"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "app.fine") {
+		t.Errorf("check names a table with no problem:\n%s", out)
+	}
+	if n, err := m.QueryString(ctx, "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '_migrated'"); err != nil || n != "0" {
+		t.Errorf("check created _migrated on the source (%s, %v)", n, err)
+	}
+	t.Logf("check output:\n%s", out)
+}

@@ -334,7 +334,11 @@ func binaryColumns(tables []*schema.Table) map[cdc.TableID][]int {
 	for _, t := range tables {
 		for i, c := range mysql.CopyColumns(t) {
 			switch c.DataType {
-			case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+			case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
+				// Spatial values travel as MySQL's internal bytes (SRID + WKB); an override
+				// may carry them as bytea.
+				"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
+				"multipolygon", "geometrycollection", "geomcollection":
 				out[t.ID] = append(out[t.ID], i)
 			}
 		}
