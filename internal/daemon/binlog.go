@@ -30,19 +30,30 @@ import (
 
 // binlogRun is the state of a migration whose source is MySQL.
 type binlogRun struct {
-	src  mysql.Addr
-	sink binlogSink
-	rec  *snapshot.Reconciler
+	source reconSource
+	sink   binlogSink
+	rec    *snapshot.Reconciler
 }
 
 // binlogMode reports whether the source is MySQL, and prepares the run when it is.
 func (d *Daemon) setupBinlog() error {
-	if d.cfg.Source.Engine != "mysql" {
-		return nil
-	}
-	src, err := mysql.ParseDSN(d.cfg.Source.DSN, d.cfg.Source.Password)
-	if err != nil {
-		return fmt.Errorf("source.dsn: %w", err)
+	var source reconSource
+	switch d.cfg.Source.Engine {
+	case "mysql":
+		src, err := mysql.ParseDSN(d.cfg.Source.DSN, d.cfg.Source.Password)
+		if err != nil {
+			return fmt.Errorf("source.dsn: %w", err)
+		}
+		source = &mysqlSource{d: d, addr: src}
+	default:
+		src, err := d.cfg.Source.PostgresDSN()
+		if err != nil {
+			return fmt.Errorf("source.dsn: %w", err)
+		}
+		if src, err = postgres.SessionDSN(src); err != nil {
+			return fmt.Errorf("source.dsn: %w", err)
+		}
+		source = &pgSource{d: d, dsn: src}
 	}
 	var sink binlogSink
 	switch d.cfg.Target.Engine {
@@ -62,9 +73,9 @@ func (d *Daemon) setupBinlog() error {
 		}
 		sink = &pgSink{d: d, dsn: dst}
 	}
-	d.binlog = &binlogRun{src: src, sink: sink, rec: &snapshot.Reconciler{
+	d.binlog = &binlogRun{source: source, sink: sink, rec: &snapshot.Reconciler{
 		Migration:      d.cfg.Name,
-		WatermarkTable: cdc.TableID{Schema: mysql.StateDB, Name: mysql.WatermarkTable},
+		WatermarkTable: source.watermarkTable(),
 		Log:            d.log.Named("snapshot"),
 	}}
 	return nil
@@ -80,18 +91,9 @@ func (d *Daemon) serverID() uint32 {
 
 func (d *Daemon) checkBinlog(ctx context.Context) ([]schema.Problem, []*schema.Table, error) {
 	b := d.binlog
-	src, err := mysql.Connect(ctx, b.src)
-	if err != nil {
-		return []schema.Problem{{Check: "source", Message: fmt.Sprintf("cannot connect to the source %s: %v; check source.dsn, the network and the user's grants", d.cfg.Source.Redacted(), err)}}, nil, nil
-	}
-	defer src.Close()
-	tables, err := mysql.Tables(src, b.src.DB, d.cfg.Tables.Match)
-	if err != nil {
-		return nil, nil, err
-	}
-	probs, err := mysql.CheckSource(src, tables, 0)
-	if err != nil {
-		return nil, nil, err
+	probs, tables, err := b.source.check(ctx)
+	if err != nil || tables == nil {
+		return probs, tables, err
 	}
 	tprobs, err := b.sink.check(ctx, tables)
 	if err != nil {
@@ -158,23 +160,15 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 // either through the copy or through the stream.
 func (d *Daemon) startBinlog(ctx context.Context) (*mysql.Migration, error) {
 	b := d.binlog
-	src, err := mysql.Connect(ctx, b.src)
+	start, err := b.source.prepare(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer src.Close()
-	if err := mysql.EnsureWatermarkTable(src); err != nil {
-		return nil, err
-	}
-	start, err := mysql.CurrentPosition(src)
+	mig, err := b.sink.create(ctx, b.source, d.tables, start)
 	if err != nil {
 		return nil, err
 	}
-	mig, err := b.sink.create(ctx, src, b.src.DB, d.tables, start.String())
-	if err != nil {
-		return nil, err
-	}
-	d.log.Info("target schema created; snapshot starts", zap.String("from", start.String()), zap.Int("post_data_statements", len(mig.PostData)))
+	d.log.Info("target schema created; snapshot starts", zap.String("from", start), zap.Int("post_data_statements", len(mig.PostData)))
 	return mig, nil
 }
 
@@ -307,32 +301,22 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("the stream checkpoint of migration %s is missing from %s.progress on the target; cancel the migration and start again", d.cfg.Name, mysql.StateDB)
 	}
-	src, err := mysql.Connect(ctx, b.src)
+	stream, err := b.source.stream(ctx, posText)
 	if err != nil {
 		return err
 	}
-	defer src.Close()
-	flavor := mysql.Flavor(src.GetServerVersion())
-	resume, err := mysql.ParsePosition(flavor, posText)
-	if err != nil {
-		return err
-	}
-	target, closeTarget, err := b.sink.writer(ctx, d.tables)
+	defer stream.close()
+	target, closeTarget, err := b.sink.writer(ctx, b.source, d.tables)
 	if err != nil {
 		return err
 	}
 	defer closeTarget()
-	stream := mysql.NewStream(mysql.StreamOptions{
-		Addr: b.src, ServerID: d.serverID(), Tables: d.tables, Resume: resume,
-		Heartbeat: d.cfg.Stream.HeartbeatInterval.Duration(),
-		OnChange:  d.m.ChangesReceived.WithLabelValues(forward).Inc,
-		Log:       d.log.Named("stream"),
-	})
 	raw := make(chan cdc.Event, 8192)
 	events := make(chan cdc.Event, 8192)
 	lastCommit := commitTime
 	durable := func(pos cdc.Position, commitTime time.Time, st apply.BatchStats) {
 		b.rec.Durable(pos)
+		stream.durable(pos)
 		n := 0
 		for op, c := range st.Changes {
 			if op == cdc.OpMark {
@@ -370,23 +354,17 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 		MaxChanges: d.cfg.Apply.BatchChanges, MaxDelay: d.cfg.Apply.BatchDelay.Duration(),
 		HeartbeatEvery: d.cfg.Stream.HeartbeatInterval.Duration(),
 	}, durable, d.log)
-	d.log.Info("streaming", zap.String("direction", forward), zap.String("from", resume.String()), zap.String("flavor", flavor))
 	d.m.StreamConnected.WithLabelValues(forward).Set(1)
 	d.mu.Lock()
 	d.status.Stream.Connected = true
 	d.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return stream.Run(gctx, raw) })
+	g.Go(func() error { return stream.run(gctx, raw) })
 	g.Go(func() error { return b.rec.Filter(gctx, raw, events) })
 	g.Go(func() error { return applier.Run(gctx, events) })
 	g.Go(func() error {
-		// A heartbeat row keeps lag true on an idle source, and shows the source's position.
-		hb, err := mysql.NewSnapshotSource(gctx, b.src, d.tables)
-		if err != nil {
-			return err
-		}
-		defer hb.Close()
+		// A heartbeat keeps lag true on an idle source, and shows the source's position.
 		tick := time.NewTicker(d.cfg.Stream.HeartbeatInterval.Duration())
 		defer tick.Stop()
 		for {
@@ -395,18 +373,17 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 				return nil
 			case <-tick.C:
 			}
-			if err := hb.Watermark(gctx, "heartbeat|"+d.cfg.Name+"|"+time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+			pos, err := stream.beat(gctx)
+			if err != nil {
 				return err
 			}
-			if pos, err := mysql.CurrentPosition(src); err == nil {
-				d.mu.Lock()
-				d.status.Stream.SourcePosition = pos.String()
-				if len(raw)+len(events) == 0 && d.status.Stream.LagSeconds > 0 {
-					d.status.Stream.LagSeconds = 0
-					d.m.LagSeconds.WithLabelValues(forward).Set(0)
-				}
-				d.mu.Unlock()
+			d.mu.Lock()
+			d.status.Stream.SourcePosition = pos
+			if len(raw)+len(events) == 0 && d.status.Stream.LagSeconds > 0 {
+				d.status.Stream.LagSeconds = 0
+				d.m.LagSeconds.WithLabelValues(forward).Set(0)
 			}
+			d.mu.Unlock()
 		}
 	})
 	return g.Wait()
@@ -429,9 +406,7 @@ func (d *Daemon) copyBinlog(ctx context.Context) error {
 	chunkRows := int(min(d.cfg.Snapshot.SplitRows, 20000))
 	d.log.Info("snapshot copy", zap.Int("tables", len(tables)), zap.Int("chunk_rows", chunkRows))
 	err = b.rec.CopyTables(ctx, tables, d.cfg.Snapshot.Workers, chunkRows,
-		func(ctx context.Context) (snapshot.Source, error) {
-			return mysql.NewSnapshotSource(ctx, b.src, d.tables)
-		},
+		b.source.openSnapshot,
 		func(rel *cdc.Relation, m cdc.SnapshotMark) {
 			d.mu.Lock()
 			d.m.SnapshotRowsCopied.WithLabelValues(rel.Table.String()).Add(float64(m.Rows - marks[rel.Table].Rows))

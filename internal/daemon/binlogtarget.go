@@ -32,13 +32,13 @@ type binlogSink interface {
 	load(ctx context.Context) (*mysql.Migration, bool, error)
 	// create builds the target schema from the source's and records the migration, with its
 	// stream starting at start.
-	create(ctx context.Context, src *client.Conn, srcDB string, tables []*schema.Table, start string) (*mysql.Migration, error)
+	create(ctx context.Context, src reconSource, tables []*schema.Table, start string) (*mysql.Migration, error)
 	setPhase(ctx context.Context, phase, failedIn, reason string) error
 	position(ctx context.Context) (pos string, commitTime time.Time, ok bool, err error)
 	marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, error)
 	// post runs the post-data statements not yet done, recording each.
 	post(ctx context.Context, mig *mysql.Migration) error
-	writer(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error)
+	writer(ctx context.Context, src reconSource, tables []*schema.Table) (apply.Writer, func(), error)
 }
 
 // mysqlSink is a MySQL or MariaDB target.
@@ -89,7 +89,12 @@ func (s *mysqlSink) check(ctx context.Context, tables []*schema.Table) ([]schema
 	if err != nil {
 		return nil, err
 	}
-	return mysql.CheckTarget(c, s.addr.DB, tables, !exists)
+	var probs []schema.Problem
+	if s.d.cfg.Source.Engine != "mysql" {
+		probs = s.typeMapWith(c).Problems(tables)
+	}
+	tprobs, err := mysql.CheckTarget(c, s.addr.DB, tables, !exists)
+	return append(probs, tprobs...), err
 }
 
 func (s *mysqlSink) load(ctx context.Context) (m *mysql.Migration, ok bool, err error) {
@@ -100,11 +105,24 @@ func (s *mysqlSink) load(ctx context.Context) (m *mysql.Migration, ok bool, err 
 	return m, ok, err
 }
 
-func (s *mysqlSink) create(ctx context.Context, src *client.Conn, srcDB string, tables []*schema.Table, start string) (*mysql.Migration, error) {
+func (s *mysqlSink) create(ctx context.Context, source reconSource, tables []*schema.Table, start string) (*mysql.Migration, error) {
 	var post []string
 	err := s.state(func(c *client.Conn) (err error) {
-		if post, err = mysql.CreateTables(src, srcDB, c, s.addr.DB, tables); err != nil {
-			return err
+		switch src := source.(type) {
+		case *mysqlSource:
+			// Same engine: the source's own DDL, secondary keys after the copy.
+			sc, err := mysql.Connect(ctx, src.addr)
+			if err != nil {
+				return err
+			}
+			defer sc.Close()
+			if post, err = mysql.CreateTables(sc, src.addr.DB, c, s.addr.DB, tables); err != nil {
+				return err
+			}
+		case *pgSource:
+			if post, err = s.foreignTables(ctx, c, src, tables); err != nil {
+				return err
+			}
 		}
 		return mysql.CreateMigration(c, s.d.cfg.Name, forward, start, post)
 	})
@@ -165,12 +183,98 @@ func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
 	return nil
 }
 
-func (s *mysqlSink) writer(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error) {
+func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*schema.Table) (apply.Writer, func(), error) {
+	if _, ok := source.(*pgSource); ok {
+		return s.foreignWriter(ctx, tables)
+	}
 	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, forward, tables)
 	if err != nil {
 		return nil, nil, err
 	}
 	return t, t.Close, nil
+}
+
+func (s *mysqlSink) typeMap() schema.TypeMap {
+	var tm schema.TypeMap
+	_ = s.state(func(c *client.Conn) error {
+		tm = s.typeMapWith(c)
+		return nil
+	})
+	return tm
+}
+
+// foreignTables creates PostgreSQL tables in the MySQL database through the type map and
+// returns the indexes to build after the copy.
+func (s *mysqlSink) foreignTables(ctx context.Context, c *client.Conn, src *pgSource, tables []*schema.Table) ([]string, error) {
+	conn, err := pgx.Connect(ctx, src.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source: %w", redactErr(err, src.dsn))
+	}
+	defer conn.Close(ctx)
+	indexes, skippedIx, err := postgres.Indexes(ctx, conn, tables)
+	if err != nil {
+		return nil, err
+	}
+	pre, post, skipped, err := mysql.ForeignTables(s.addr.DB, tables, indexes, s.typeMapWith(c))
+	if err != nil {
+		return nil, err
+	}
+	for _, sk := range append(skippedIx, skipped...) {
+		s.d.log.Warn("not carried to MySQL; create it by hand if you need it", zap.String("what", sk))
+	}
+	for _, q := range pre {
+		if _, err := c.Execute(q); err != nil {
+			return nil, fmt.Errorf("create the schema on the target: %s: %w", firstWords(q), err)
+		}
+	}
+	return post, nil
+}
+
+func (s *mysqlSink) typeMapWith(c *client.Conn) schema.TypeMap {
+	flavor := schema.FlavorMariaDB
+	if mysql.Flavor(c.GetServerVersion()) == gomysql.MySQLFlavor {
+		flavor = schema.FlavorMySQL
+	}
+	return schema.TypeMap{Dir: schema.DirPostgresToMySQL, Flavor: flavor, Overrides: s.d.cfg.Tables.Types}
+}
+
+// foreignWriter writes PostgreSQL rows into MySQL: values are converted to the MySQL form of
+// each column, and rendered by the MySQL table's own columns.
+func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error) {
+	var mine []*schema.Table
+	if err := s.state(func(c *client.Conn) (err error) {
+		mine, err = mysql.Tables(c, s.addr.DB, nil)
+		return err
+	}); err != nil {
+		return nil, nil, err
+	}
+	byName := map[string]*schema.Table{}
+	for _, t := range mine {
+		byName[t.ID.Name] = t
+	}
+	tm := s.typeMap()
+	conv := map[cdc.TableID]*mysql.PGConverter{}
+	var view []*schema.Table
+	for _, t := range tables {
+		mt := byName[t.ID.Name]
+		if mt == nil {
+			return nil, nil, fmt.Errorf("table %s is missing from the target database %s; it was dropped there: cancel the migration and start again", t.ID.Name, s.addr.DB)
+		}
+		c, err := mysql.NewPGConverter(t, tm)
+		if err != nil {
+			return nil, nil, err
+		}
+		conv[t.ID] = c
+		// The MySQL table's columns, under the source's name that changes carry.
+		v := *mt
+		v.ID = t.ID
+		view = append(view, &v)
+	}
+	w, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, forward, view)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &convertWriter{w: w, conv: conv}, w.Close, nil
 }
 
 // pgSink is a PostgreSQL target: the schema is generated through the type map, the state is
@@ -248,8 +352,17 @@ func (s *pgSink) load(ctx context.Context) (*mysql.Migration, bool, error) {
 
 func postStep(i int) string { return fmt.Sprintf("post-data/%04d", i) }
 
-func (s *pgSink) create(ctx context.Context, src *client.Conn, srcDB string, tables []*schema.Table, start string) (*mysql.Migration, error) {
-	indexes, err := mysql.Indexes(src, srcDB)
+func (s *pgSink) create(ctx context.Context, source reconSource, tables []*schema.Table, start string) (*mysql.Migration, error) {
+	src, ok := source.(*mysqlSource)
+	if !ok {
+		return nil, errors.New("a PostgreSQL source into PostgreSQL does not reconcile its snapshot")
+	}
+	sc, err := mysql.Connect(ctx, src.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
+	indexes, err := mysql.Indexes(sc, src.addr.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +432,7 @@ func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
 	return nil
 }
 
-func (s *pgSink) writer(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error) {
+func (s *pgSink) writer(ctx context.Context, _ reconSource, tables []*schema.Table) (apply.Writer, func(), error) {
 	t, err := postgres.NewTarget(ctx, s.dsn, s.d.cfg.Name, forward)
 	if err != nil {
 		return nil, nil, err
@@ -391,4 +504,47 @@ func toBytea(row []cdc.Value, cols []int) []cdc.Value {
 		}
 	}
 	return out
+}
+
+// convertWriter converts PostgreSQL values into the MySQL form of their columns before the
+// MySQL writer renders them. It copies what it converts: a snapshot chunk may be emitted twice.
+type convertWriter struct {
+	w    apply.Writer
+	conv map[cdc.TableID]*mysql.PGConverter
+}
+
+func (c *convertWriter) Begin(ctx context.Context) (apply.Txn, error) {
+	t, err := c.w.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &convertTxn{Txn: t, conv: c.conv}, nil
+}
+
+type convertTxn struct {
+	apply.Txn
+	conv map[cdc.TableID]*mysql.PGConverter
+}
+
+func (t *convertTxn) Add(ctx context.Context, c *cdc.Change) error {
+	if c.Relation != nil && c.Op != cdc.OpMark && c.Op != cdc.OpTruncate {
+		conv := t.conv[c.Relation.Table]
+		if conv == nil {
+			return fmt.Errorf("%s is not one of the migrated tables", c.Relation.Table)
+		}
+		cc := *c
+		var err error
+		if c.New != nil {
+			if cc.New, err = conv.Row(c.New); err != nil {
+				return &apply.ChangeError{Table: c.Relation.Table.String(), Op: c.Op.String(), SQLState: "none", Err: err}
+			}
+		}
+		if c.Old != nil {
+			if cc.Old, err = conv.Row(c.Old); err != nil {
+				return &apply.ChangeError{Table: c.Relation.Table.String(), Op: c.Op.String(), SQLState: "none", Err: err}
+			}
+		}
+		c = &cc
+	}
+	return t.Txn.Add(ctx, c)
 }

@@ -78,11 +78,8 @@ type Daemon struct {
 
 // New prepares a daemon. It does not connect yet.
 func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, error) {
-	if cfg.Source.Engine == "mysql" {
+	if cfg.Source.Engine == "mysql" || cfg.Target.Engine == "mysql" {
 		return newBinlog(cfg, log, m)
-	}
-	if cfg.Target.Engine != "postgres" {
-		return nil, fmt.Errorf("engines %s → %s: this version migrates PostgreSQL only into PostgreSQL; PostgreSQL → MySQL is not built yet", cfg.Source.Engine, cfg.Target.Engine)
 	}
 	src, err := cfg.Source.PostgresDSN()
 	if err != nil {
@@ -103,7 +100,8 @@ func New(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, erro
 	return d, nil
 }
 
-// newBinlog prepares a daemon for a MySQL source.
+// newBinlog prepares a daemon for a migration with MySQL on either side, whose snapshot is
+// reconciled with the stream by watermarks.
 func newBinlog(cfg *config.Config, log *zap.Logger, m *metrics.Metrics) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, m: m, wake: make(chan struct{})}
 	if err := d.setupBinlog(); err != nil {

@@ -205,22 +205,8 @@ func ByName(tables []*schema.Table) map[cdc.TableID]*schema.Table {
 	return m
 }
 
-// Relation returns the stream's view of t: its copied columns (generated ones are left out,
-// the target computes them) in table order, with the key columns flagged.
-func Relation(t *schema.Table) *cdc.Relation {
-	key := map[string]bool{}
-	for _, k := range t.Key {
-		key[k] = true
-	}
-	rel := &cdc.Relation{Table: t.ID}
-	for _, c := range t.Columns {
-		if c.Generated {
-			continue
-		}
-		rel.Columns = append(rel.Columns, cdc.Column{Name: c.Name, Key: key[c.Name]})
-	}
-	return rel
-}
+// Relation returns the stream's view of t: see schema.Table.Relation.
+func Relation(t *schema.Table) *cdc.Relation { return t.Relation() }
 
 // CopyColumns returns t's copied columns, in the order of Relation.
 func CopyColumns(t *schema.Table) []schema.Column {

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/schema"
@@ -27,13 +28,19 @@ const (
 	// literalBytes is a hex literal X'..', which is a binary string whatever the connection
 	// character set, so no byte is reinterpreted.
 	literalBytes
+	// literalFloat32 is a FLOAT value, written with the digits of its exact double value: the
+	// server reads a literal as a double, and the shortest float32 text of the largest FLOAT
+	// (3.4028235e+38) reads as a double just above the FLOAT range.
+	literalFloat32
 )
 
 // literalClassOf returns the literal class of a column by its DATA_TYPE.
 func literalClassOf(col *schema.Column) literalClass {
 	switch col.DataType {
+	case "float":
+		return literalFloat32
 	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint",
-		"decimal", "numeric", "float", "double", "double precision", "real", "year", "bit":
+		"decimal", "numeric", "double", "double precision", "real", "year", "bit":
 		return literalNumber
 	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
 		// A spatial value travels in MySQL's internal form (SRID + WKB), which the server
@@ -58,6 +65,15 @@ func appendLiteral(b []byte, cl literalClass, v cdc.Value) ([]byte, error) {
 		return b, fmt.Errorf("unknown value kind %d", v.Kind)
 	}
 	switch cl {
+	case literalFloat32:
+		if !isNumberLiteral(v.Data) {
+			return b, fmt.Errorf("%w: %q", ErrBadNumber, clipForError(v.Data))
+		}
+		f, err := strconv.ParseFloat(string(v.Data), 32)
+		if err != nil {
+			return b, fmt.Errorf("%w: %q", ErrBadNumber, clipForError(v.Data))
+		}
+		return strconv.AppendFloat(b, f, 'g', -1, 64), nil
 	case literalNumber:
 		if !isNumberLiteral(v.Data) {
 			return b, fmt.Errorf("%w: %q", ErrBadNumber, clipForError(v.Data))

@@ -35,7 +35,9 @@ func TestAppendLiteral(t *testing.T) {
 		{"unsigned bigint", "bigint", txt("18446744073709551615"), "18446744073709551615", nil},
 		{"decimal", "decimal", txt("-0.000000000000000000000000000001"), "-0.000000000000000000000000000001", nil},
 		{"double exponent", "double", txt("1e+300"), "1e+300", nil},
-		{"float", "float", txt("-3.25E-10"), "-3.25E-10", nil},
+		// FLOAT is written with the digits of its exact double value, which reads back as the same float32.
+		{"float", "float", txt("-3.25E-10"), "-3.2499999913504496e-10", nil},
+		{"float max", "float", txt("3.4028235e+38"), "3.4028234663852886e+38", nil},
 		{"leading dot", "double", txt(".5"), ".5", nil},
 		{"year zero", "year", txt("0000"), "0000", nil},
 		{"bit", "bit", txt("18446744073709551615"), "18446744073709551615", nil},

@@ -81,6 +81,14 @@ func (d *decoder) decode(data []byte, walStart LSN) (ev *cdc.Event, err error) {
 	case *pglogrepl.TruncateMessage:
 		return d.truncate(m)
 	case *pglogrepl.LogicalDecodingMessage:
+		if m.Transactional && m.Prefix == WatermarkPrefix {
+			if !d.inTxn || d.skipTxn {
+				return nil, nil
+			}
+			mark := append([]byte(nil), m.Content...)
+			return &cdc.Event{Kind: cdc.EventChange, Change: &cdc.Change{Op: cdc.OpInsert, Relation: WatermarkRelation,
+				New: []cdc.Value{{Kind: cdc.ValueText, Data: []byte("0")}, {Kind: cdc.ValueText, Data: mark}}}}, nil
+		}
 		if m.Transactional || m.Prefix != heartbeatPrefix || d.inTxn || LSN(m.LSN) <= d.resume {
 			return nil, nil
 		}
@@ -181,6 +189,17 @@ func values(rel *cdc.Relation, t *pglogrepl.TupleData) ([]cdc.Value, error) {
 }
 
 const heartbeatPrefix = "migrated.heartbeat"
+
+// WatermarkPrefix is the prefix of the transactional messages a reconciled snapshot writes as
+// its watermarks. The stream passes each as an insert into WatermarkRelation, which is how a
+// snapshot.Reconciler recognises them.
+const WatermarkPrefix = "migrated.watermark"
+
+// WatermarkRelation is the relation watermark messages arrive as: a key and the mark.
+var WatermarkRelation = &cdc.Relation{
+	Table:   cdc.TableID{Schema: "_migrated", Name: "watermark"},
+	Columns: []cdc.Column{{Name: "id", Key: true}, {Name: "mark"}},
+}
 
 func heartbeatTime(content []byte) time.Time {
 	t, err := time.Parse(time.RFC3339Nano, string(content))

@@ -64,6 +64,23 @@ func (t *Table) CopyColumns() []string {
 	return cols
 }
 
+// Relation returns the stream's view of t: its copied columns (generated ones are left out,
+// the target computes them) in table order, with the key columns flagged.
+func (t *Table) Relation() *cdc.Relation {
+	key := map[string]bool{}
+	for _, k := range t.Key {
+		key[k] = true
+	}
+	rel := &cdc.Relation{Table: t.ID}
+	for _, c := range t.Columns {
+		if c.Generated {
+			continue
+		}
+		rel.Columns = append(rel.Columns, cdc.Column{Name: c.Name, Key: key[c.Name]})
+	}
+	return rel
+}
+
 // IsLeaf reports whether the table holds rows: it is not a partitioned parent.
 func (t *Table) IsLeaf() bool { return !t.Partitioned }
 

@@ -1,0 +1,246 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/jackc/pgx/v5"
+	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/mysql"
+	"github.com/migrated/migrated/internal/postgres"
+	"github.com/migrated/migrated/internal/schema"
+	"github.com/migrated/migrated/internal/snapshot"
+	"go.uber.org/zap"
+)
+
+// reconSource is the source of a migration whose snapshot is reconciled with the stream by
+// watermarks: MySQL into anything, or PostgreSQL into MySQL.
+type reconSource interface {
+	// check runs the source's preflight and reads the tables that migrate.
+	check(ctx context.Context) ([]schema.Problem, []*schema.Table, error)
+	// prepare readies the source for a new migration (watermark table, or publication and
+	// slot) and returns the stream's start position, taken before any row is copied.
+	prepare(ctx context.Context) (string, error)
+	openSnapshot(ctx context.Context) (snapshot.Source, error)
+	// stream opens the change stream from resume.
+	stream(ctx context.Context, resume string) (sourceStream, error)
+	// watermarkTable is the table the stream carries watermarks as.
+	watermarkTable() cdc.TableID
+}
+
+// sourceStream is one connection's worth of change stream.
+type sourceStream interface {
+	run(ctx context.Context, out chan<- cdc.Event) error
+	// durable tells the source a position is durable on the target.
+	durable(pos cdc.Position)
+	// beat writes a heartbeat and returns the source's current position.
+	beat(ctx context.Context) (string, error)
+	close()
+}
+
+// mysqlSource is a MySQL or MariaDB source.
+type mysqlSource struct {
+	d    *Daemon
+	addr mysql.Addr
+}
+
+func (s *mysqlSource) watermarkTable() cdc.TableID {
+	return cdc.TableID{Schema: mysql.StateDB, Name: mysql.WatermarkTable}
+}
+
+func (s *mysqlSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table, error) {
+	src, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return []schema.Problem{{Check: "source", Message: fmt.Sprintf("cannot connect to the source %s: %v; check source.dsn, the network and the user's grants", s.d.cfg.Source.Redacted(), err)}}, nil, nil
+	}
+	defer src.Close()
+	tables, err := mysql.Tables(src, s.addr.DB, s.d.cfg.Tables.Match)
+	if err != nil {
+		return nil, nil, err
+	}
+	probs, err := mysql.CheckSource(src, tables, 0)
+	return probs, tables, err
+}
+
+func (s *mysqlSource) prepare(ctx context.Context) (string, error) {
+	src, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	if err := mysql.EnsureWatermarkTable(src); err != nil {
+		return "", err
+	}
+	start, err := mysql.CurrentPosition(src)
+	if err != nil {
+		return "", err
+	}
+	return start.String(), nil
+}
+
+func (s *mysqlSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
+	return mysql.NewSnapshotSource(ctx, s.addr, s.d.tables)
+}
+
+func (s *mysqlSource) stream(ctx context.Context, resume string) (sourceStream, error) {
+	src, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return nil, err
+	}
+	flavor := mysql.Flavor(src.GetServerVersion())
+	pos, err := mysql.ParsePosition(flavor, resume)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	hb, err := mysql.NewSnapshotSource(ctx, s.addr, s.d.tables)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	d := s.d
+	st := mysql.NewStream(mysql.StreamOptions{
+		Addr: s.addr, ServerID: d.serverID(), Tables: d.tables, Resume: pos,
+		Heartbeat: d.cfg.Stream.HeartbeatInterval.Duration(),
+		OnChange:  d.m.ChangesReceived.WithLabelValues(forward).Inc,
+		Log:       d.log.Named("stream"),
+	})
+	d.log.Info("streaming", zap.String("direction", forward), zap.String("from", pos.String()), zap.String("flavor", flavor))
+	return &mysqlStream{s: st, src: src, hb: hb, name: d.cfg.Name}, nil
+}
+
+type mysqlStream struct {
+	s    *mysql.Stream
+	src  *client.Conn
+	hb   *mysql.SnapshotSource
+	name string
+}
+
+func (m *mysqlStream) run(ctx context.Context, out chan<- cdc.Event) error { return m.s.Run(ctx, out) }
+func (m *mysqlStream) durable(cdc.Position)                                {}
+func (m *mysqlStream) close()                                              { m.hb.Close(); m.src.Close() }
+
+// beat writes a heartbeat row: it keeps lag true on an idle source.
+func (m *mysqlStream) beat(ctx context.Context) (string, error) {
+	if err := m.hb.Watermark(ctx, "heartbeat|"+m.name+"|"+time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+		return "", err
+	}
+	pos, err := mysql.CurrentPosition(m.src)
+	if err != nil {
+		return "", err
+	}
+	return pos.String(), nil
+}
+
+// pgSource is a PostgreSQL source migrating into MySQL.
+type pgSource struct {
+	d   *Daemon
+	dsn string
+}
+
+func (s *pgSource) watermarkTable() cdc.TableID { return postgres.WatermarkRelation.Table }
+
+func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table, error) {
+	src, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return []schema.Problem{{Check: "source", Message: fmt.Sprintf("cannot connect to the source %s: %v; check source.dsn, the network and pg_hba.conf", s.d.cfg.Source.Redacted(), redactErr(err, s.dsn))}}, nil, nil
+	}
+	defer src.Close(ctx)
+	tables, err := postgres.Tables(ctx, src, s.d.cfg.Tables.Match)
+	if err != nil {
+		return nil, nil, err
+	}
+	var leaves []*schema.Table
+	for _, t := range tables {
+		if t.IsLeaf() {
+			leaves = append(leaves, t)
+		}
+	}
+	probs, err := postgres.CheckSource(ctx, src, tables, s.d.slotName())
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range tables {
+		if !t.IsRoot() || t.Partitioned {
+			probs = append(probs, schema.Problem{Check: "partitions", Message: fmt.Sprintf("%s is partitioned; partitioned tables are not carried into MySQL yet: exclude it with tables.exclude-tables", t.ID)})
+			return probs, nil, nil
+		}
+	}
+	return probs, leaves, nil
+}
+
+func (s *pgSource) prepare(ctx context.Context) (string, error) {
+	src, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return "", fmt.Errorf("connect to source: %w", redactErr(err, s.dsn))
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	d := s.d
+	if err := postgres.EnsurePublication(ctx, src, d.pubName(), d.tables); err != nil {
+		return "", err
+	}
+	if exists, err := postgres.SlotExists(ctx, src, d.slotName()); err != nil {
+		return "", err
+	} else if exists {
+		d.log.Info("dropping slot left by an unfinished start", zap.String("slot", d.slotName()))
+		if err := postgres.DropSlot(ctx, src, d.slotName()); err != nil {
+			return "", err
+		}
+	}
+	lsn, err := postgres.CreateStreamSlot(ctx, s.dsn, d.slotName())
+	if err != nil {
+		return "", err
+	}
+	return lsn.String(), nil
+}
+
+func (s *pgSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
+	return postgres.NewReconSource(ctx, s.dsn, s.d.tables)
+}
+
+func (s *pgSource) stream(ctx context.Context, resume string) (sourceStream, error) {
+	d := s.d
+	lsn, err := postgres.ParseLSN(resume)
+	if err != nil {
+		return nil, err
+	}
+	src, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source: %w", redactErr(err, s.dsn))
+	}
+	st := postgres.NewStream(postgres.StreamOptions{
+		DSN: s.dsn, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
+		Resume: lsn, StatusInterval: d.cfg.Stream.StatusInterval.Duration(),
+		OnChange: d.m.ChangesReceived.WithLabelValues(forward).Inc,
+	})
+	d.log.Info("streaming", zap.String("direction", forward), zap.Stringer("from", lsn))
+	return &pgStream{s: st, src: src, slot: d.slotName(), m: d}, nil
+}
+
+type pgStream struct {
+	s    *postgres.Stream
+	src  *pgx.Conn
+	slot string
+	m    *Daemon
+}
+
+func (p *pgStream) run(ctx context.Context, out chan<- cdc.Event) error { return p.s.Run(ctx, out) }
+func (p *pgStream) close()                                              { p.src.Close(context.Background()) }
+
+// durable confirms a position to the slot, so the source can recycle its WAL.
+func (p *pgStream) durable(pos cdc.Position) {
+	if lsn, ok := snapshot.Unwrap(pos).(postgres.LSN); ok {
+		p.s.Flushed(lsn)
+	}
+}
+
+func (p *pgStream) beat(ctx context.Context) (string, error) {
+	st, err := postgres.Heartbeat(ctx, p.src, p.slot)
+	if err != nil {
+		return "", err
+	}
+	p.m.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
+	return st.CurrentLSN.String(), nil
+}
