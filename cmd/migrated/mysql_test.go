@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/migrated/migrated/internal/testenv"
 )
@@ -293,41 +294,8 @@ func (e *myEnv) compareMy() {
 	defer c.Close()
 	e.mustExec(c, "SET SESSION time_zone = '+00:00'")
 	for _, table := range []struct{ name, order string }{{"every_type", "id"}, {"ledger", "id"}, {"pairs", "k, n"}} {
-		read := func(db string) []string {
-			r, err := c.Execute(fmt.Sprintf("SELECT * FROM `%s`.`%s` ORDER BY %s", db, table.name, table.order))
-			if err != nil {
-				e.t.Fatal(err)
-			}
-			var rows []string
-			for i := range r.RowNumber() {
-				var cols []string
-				for j := range r.ColumnNumber() {
-					v, _ := r.GetValue(i, j)
-					if b, ok := v.([]byte); ok {
-						v = fmt.Sprintf("%q", b)
-					}
-					cols = append(cols, fmt.Sprintf("%v", v))
-				}
-				rows = append(rows, strings.Join(cols, "|"))
-			}
-			return rows
-		}
-		src, dst := read(e.srcDB), read(e.dstDB)
-		if len(src) != len(dst) {
-			e.t.Errorf("%s: %d rows on the source, %d on the target", table.name, len(src), len(dst))
-		}
-		diffs := 0
-		for i := range min(len(src), len(dst)) {
-			if src[i] != dst[i] {
-				diffs++
-				if diffs <= 5 {
-					e.t.Errorf("%s row %d differs:\n  source %s\n  target %s", table.name, i, src[i], dst[i])
-				}
-			}
-		}
-		if diffs == 0 && len(src) == len(dst) {
-			e.t.Logf("%s: %d rows equal", table.name, len(src))
-		}
+		q := "SELECT * FROM `%s`.`" + table.name + "` ORDER BY " + table.order
+		sameRows(e.t, table.name, "source", myRows(e.t, c, fmt.Sprintf(q, e.srcDB)), "target", myRows(e.t, c, fmt.Sprintf(q, e.dstDB)))
 		// The schema too, once the secondary keys are built.
 		show := func(db string) string {
 			r, err := c.Execute(fmt.Sprintf("SHOW CREATE TABLE `%s`.`%s`", db, table.name))
@@ -448,57 +416,9 @@ func TestMariaDBToPostgres(t *testing.T) {
 	pc := e.connect(dst)
 	defer pc.Close(context.Background())
 	for _, table := range []string{"every_type", "ledger", "pairs"} {
-		r, err := my.Execute(fmt.Sprintf(mysqlSide[table], "`"+e.srcDB+"`"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var src []string
-		for i := range r.RowNumber() {
-			var cols []string
-			for j := range r.ColumnNumber() {
-				v, _ := r.GetValue(i, j)
-				switch x := v.(type) {
-				case nil:
-					cols = append(cols, "NULL")
-				case []byte:
-					cols = append(cols, string(x))
-				default:
-					cols = append(cols, fmt.Sprint(x))
-				}
-			}
-			src = append(src, strings.Join(cols, "|"))
-		}
-		rows, err := pc.Query(context.Background(), fmt.Sprintf(pgSide[table], `"`+e.srcDB+`"`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for rows.Next() {
-			vals, err := rows.Values()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var cols []string
-			for _, v := range vals {
-				cols = append(cols, pgText(v))
-			}
-			got = append(got, strings.Join(cols, "|"))
-		}
-		rows.Close()
-		if len(src) != len(got) {
-			t.Errorf("%s: %d rows on MariaDB, %d on PostgreSQL", table, len(src), len(got))
-		}
-		diffs := 0
-		for i := range min(len(src), len(got)) {
-			if src[i] != got[i] {
-				if diffs++; diffs <= 5 {
-					t.Errorf("%s row %d differs:\n  mariadb    %s\n  postgresql %s", table, i, src[i], got[i])
-				}
-			}
-		}
-		if diffs == 0 && len(src) == len(got) {
-			t.Logf("%s: %d rows equal; first: %s", table, len(src), src[0])
-		}
+		src := myRows(t, my, fmt.Sprintf(mysqlSide[table], "`"+e.srcDB+"`"))
+		got := pgRows(t, pc, fmt.Sprintf(pgSide[table], `"`+e.srcDB+`"`))
+		sameRows(t, table, "mariadb", src, "postgresql", got)
 	}
 }
 
@@ -759,63 +679,91 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 	defer pc.Close(ctx)
 	e.mustExec(my, "SET SESSION time_zone = '+00:00'")
 	for _, table := range []string{"kinds", "acct"} {
-		rows, err := pc.Query(ctx, pgSide[table])
-		if err != nil {
-			t.Fatal(err)
-		}
-		var want []string
-		for rows.Next() {
-			vals, err := rows.Values()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var cols []string
-			for _, v := range vals {
-				cols = append(cols, pgText(v))
-			}
-			want = append(want, strings.Join(cols, "|"))
-		}
-		rows.Close()
-		r, err := my.Execute(fmt.Sprintf(mySide[table], "`"+e.dstDB+"`"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for i := range r.RowNumber() {
-			var cols []string
-			for j := range r.ColumnNumber() {
-				v, _ := r.GetValue(i, j)
-				switch x := v.(type) {
-				case nil:
-					cols = append(cols, "NULL")
-				case []byte:
-					cols = append(cols, string(x))
-				case float64:
-					cols = append(cols, strconv.FormatFloat(x, 'g', -1, 64))
-				default:
-					cols = append(cols, fmt.Sprint(x))
-				}
-			}
-			got = append(got, strings.Join(cols, "|"))
-		}
-		if len(want) != len(got) {
-			t.Errorf("%s: %d rows on PostgreSQL, %d on MariaDB", table, len(want), len(got))
-		}
-		diffs := 0
-		for i := range min(len(want), len(got)) {
-			if want[i] != got[i] {
-				if diffs++; diffs <= 5 {
-					t.Errorf("%s row %d differs:\n  postgresql %s\n  mariadb    %s", table, i, want[i], got[i])
-				}
-			}
-		}
-		if diffs == 0 && len(want) == len(got) {
-			t.Logf("%s: %d rows equal; first: %s", table, len(want), want[min(1, len(want)-1)])
-		} else {
+		want := pgRows(t, pc, pgSide[table])
+		got := myRows(t, my, fmt.Sprintf(mySide[table], "`"+e.dstDB+"`"))
+		if !sameRows(t, table, "postgresql", want, "mariadb", got) {
 			b, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
-			os.WriteFile(filepath.Join(os.TempDir(), "migrated-"+e.name+"-daemon.log"), b, 0o644)
+			t.Logf("daemon log:\n%s", b[max(0, len(b)-8000):])
 		}
 	}
+}
+
+// myRows reads a query's rows from MariaDB, one line per row: NULL as "NULL", strings as they
+// are, doubles in their shortest exact form.
+func myRows(t *testing.T, c *client.Conn, q string) []string {
+	t.Helper()
+	r, err := c.Execute(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	var rows []string
+	for i := range r.RowNumber() {
+		var cols []string
+		for j := range r.ColumnNumber() {
+			v, _ := r.GetValue(i, j)
+			switch x := v.(type) {
+			case nil:
+				cols = append(cols, "NULL")
+			case []byte:
+				cols = append(cols, string(x))
+			case float64:
+				cols = append(cols, strconv.FormatFloat(x, 'g', -1, 64))
+			default:
+				cols = append(cols, fmt.Sprint(x))
+			}
+		}
+		rows = append(rows, strings.Join(cols, "|"))
+	}
+	return rows
+}
+
+// pgRows reads a query's rows from PostgreSQL, each value printed as MariaDB prints it.
+func pgRows(t *testing.T, conn *pgx.Conn, q string) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cols []string
+		for _, v := range vals {
+			cols = append(cols, pgText(v))
+		}
+		out = append(out, strings.Join(cols, "|"))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sameRows reports the rows that differ between two sides (the first five) and whether none does.
+func sameRows(t *testing.T, table, aName string, a []string, bName string, b []string) bool {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Errorf("%s: %d rows on %s, %d on %s", table, len(a), aName, len(b), bName)
+	}
+	diffs := 0
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			if diffs++; diffs <= 5 {
+				t.Errorf("%s row %d differs:\n  %-10s %q\n  %-10s %q", table, i, aName, a[i], bName, b[i])
+			}
+		}
+	}
+	if diffs > 0 || len(a) != len(b) {
+		return false
+	}
+	if len(a) > 0 {
+		t.Logf("%s: %d rows equal; first: %s", table, len(a), a[0])
+	}
+	return true
 }
 
 // postgresLSN parses "X/Y".

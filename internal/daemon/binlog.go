@@ -7,7 +7,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 
 	"time"
 
-	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/mysql"
@@ -199,7 +197,7 @@ func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapsho
 	g, gctx := errgroup.WithContext(ctx)
 	copied := make(chan struct{})
 	g.Go(func() error {
-		err := d.streamBinlogLoop(gctx)
+		err := d.reconnect(gctx, forward, &d.status.Stream, d.streamBinlogOnce)
 		if err == nil && ctx.Err() == nil && gctx.Err() != nil {
 			return nil
 		}
@@ -238,58 +236,6 @@ func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapsho
 		})
 	}
 	return g.Wait()
-}
-
-// streamBinlogLoop is the stream with reconnects, like stream() for PostgreSQL.
-func (d *Daemon) streamBinlogLoop(ctx context.Context) error {
-	backoff := time.Second
-	for {
-		started := time.Now()
-		err := d.streamBinlogOnce(ctx)
-		d.m.StreamConnected.WithLabelValues(forward).Set(0)
-		d.mu.Lock()
-		d.status.Stream.Connected = false
-		d.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil
-		}
-		var de *cdc.DecodeError
-		if errors.As(err, &de) || !transientBinlog(err) {
-			return err
-		}
-		if time.Since(started) > time.Minute {
-			backoff = time.Second
-		}
-		d.m.StreamReconnects.WithLabelValues(forward).Inc()
-		d.m.Errors.WithLabelValues("stream").Inc()
-		d.log.Warn("stream interrupted; reconnecting from the last checkpoint", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, d.cfg.Stream.ReconnectMaxBackoff.Duration())
-	}
-}
-
-// transientBinlog tells the failures a reconnect from the checkpoint can mend.
-func transientBinlog(err error) bool {
-	if err == nil {
-		return false
-	}
-	var ce *apply.ChangeError
-	if errors.As(err, &ce) {
-		return apply.IsTransient(ce.Err)
-	}
-	var myErr *gomysql.MyError
-	if errors.As(err, &myErr) {
-		switch myErr.Code {
-		case 1040, 1053, 1205, 1213, 1317, 2006, 2013:
-			return true
-		}
-		return false
-	}
-	return apply.IsTransient(err) || isConnectionError(err)
 }
 
 func (d *Daemon) streamBinlogOnce(ctx context.Context) error {

@@ -253,7 +253,7 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table) (
 		byName[t.ID.Name] = t
 	}
 	tm := s.typeMap()
-	conv := map[cdc.TableID]*mysql.PGConverter{}
+	conv := map[cdc.TableID]rowFunc{}
 	var view []*schema.Table
 	for _, t := range tables {
 		mt := byName[t.ID.Name]
@@ -264,7 +264,7 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table) (
 		if err != nil {
 			return nil, nil, err
 		}
-		conv[t.ID] = c
+		conv[t.ID] = c.Row
 		// The MySQL table's columns, under the source's name that changes carry.
 		v := *mt
 		v.ID = t.ID
@@ -274,7 +274,7 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table) (
 	if err != nil {
 		return nil, nil, err
 	}
-	return &convertWriter{w: w, conv: conv}, w.Close, nil
+	return &mapWriter{w: w, rows: conv, all: true}, w.Close, nil
 }
 
 // pgSink is a PostgreSQL target: the schema is generated through the type map, the state is
@@ -437,7 +437,11 @@ func (s *pgSink) writer(ctx context.Context, _ reconSource, tables []*schema.Tab
 	if err != nil {
 		return nil, nil, err
 	}
-	return &byteaWriter{w: t, binary: binaryColumns(tables)}, func() { t.Close(context.Background()) }, nil
+	rows := map[cdc.TableID]rowFunc{}
+	for id, cols := range binaryColumns(tables) {
+		rows[id] = func(row []cdc.Value) ([]cdc.Value, error) { return toBytea(row, cols), nil }
+	}
+	return &mapWriter{w: t, rows: rows}, func() { t.Close(context.Background()) }, nil
 }
 
 // binaryColumns lists, per table, the positions in its Relation of the MySQL binary columns,
@@ -459,37 +463,7 @@ func binaryColumns(tables []*schema.Table) map[cdc.TableID][]int {
 	return out
 }
 
-// byteaWriter writes MySQL binary values in bytea's hex input form. It copies the rows it
-// changes: a snapshot chunk may be emitted twice, after a replay.
-type byteaWriter struct {
-	w      apply.Writer
-	binary map[cdc.TableID][]int
-}
-
-func (b *byteaWriter) Begin(ctx context.Context) (apply.Txn, error) {
-	t, err := b.w.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &byteaTxn{Txn: t, binary: b.binary}, nil
-}
-
-type byteaTxn struct {
-	apply.Txn
-	binary map[cdc.TableID][]int
-}
-
-func (t *byteaTxn) Add(ctx context.Context, c *cdc.Change) error {
-	if c.Relation != nil {
-		if cols := t.binary[c.Relation.Table]; len(cols) > 0 {
-			cc := *c
-			cc.New, cc.Old = toBytea(c.New, cols), toBytea(c.Old, cols)
-			c = &cc
-		}
-	}
-	return t.Txn.Add(ctx, c)
-}
-
+// toBytea writes MySQL binary values in bytea's hex input form.
 func toBytea(row []cdc.Value, cols []int) []cdc.Value {
 	if row == nil {
 		return nil
@@ -506,45 +480,53 @@ func toBytea(row []cdc.Value, cols []int) []cdc.Value {
 	return out
 }
 
-// convertWriter converts PostgreSQL values into the MySQL form of their columns before the
-// MySQL writer renders them. It copies what it converts: a snapshot chunk may be emitted twice.
-type convertWriter struct {
+// rowFunc rewrites a row's values for a target of another engine. It returns a new slice and
+// leaves its argument alone: a snapshot chunk may be emitted twice, after a replay.
+type rowFunc func(row []cdc.Value) ([]cdc.Value, error)
+
+// mapWriter rewrites the rows of the tables in rows before the target writes them: PostgreSQL
+// values into MySQL's form, MySQL binary values into bytea's hex input. With all set, a change
+// to a table without a rowFunc is an error.
+type mapWriter struct {
 	w    apply.Writer
-	conv map[cdc.TableID]*mysql.PGConverter
+	rows map[cdc.TableID]rowFunc
+	all  bool
 }
 
-func (c *convertWriter) Begin(ctx context.Context) (apply.Txn, error) {
-	t, err := c.w.Begin(ctx)
+func (m *mapWriter) Begin(ctx context.Context) (apply.Txn, error) {
+	t, err := m.w.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &convertTxn{Txn: t, conv: c.conv}, nil
+	return &mapTxn{Txn: t, m: m}, nil
 }
 
-type convertTxn struct {
+type mapTxn struct {
 	apply.Txn
-	conv map[cdc.TableID]*mysql.PGConverter
+	m *mapWriter
 }
 
-func (t *convertTxn) Add(ctx context.Context, c *cdc.Change) error {
-	if c.Relation != nil && c.Op != cdc.OpMark && c.Op != cdc.OpTruncate {
-		conv := t.conv[c.Relation.Table]
-		if conv == nil {
+func (t *mapTxn) Add(ctx context.Context, c *cdc.Change) error {
+	if c.Relation == nil || c.Op == cdc.OpMark || c.Op == cdc.OpTruncate {
+		return t.Txn.Add(ctx, c)
+	}
+	fn := t.m.rows[c.Relation.Table]
+	if fn == nil {
+		if t.m.all {
 			return fmt.Errorf("%s is not one of the migrated tables", c.Relation.Table)
 		}
-		cc := *c
-		var err error
-		if c.New != nil {
-			if cc.New, err = conv.Row(c.New); err != nil {
-				return &apply.ChangeError{Table: c.Relation.Table.String(), Op: c.Op.String(), SQLState: "none", Err: err}
-			}
-		}
-		if c.Old != nil {
-			if cc.Old, err = conv.Row(c.Old); err != nil {
-				return &apply.ChangeError{Table: c.Relation.Table.String(), Op: c.Op.String(), SQLState: "none", Err: err}
-			}
-		}
-		c = &cc
+		return t.Txn.Add(ctx, c)
 	}
-	return t.Txn.Add(ctx, c)
+	cc := *c
+	var err error
+	if c.New != nil {
+		cc.New, err = fn(c.New)
+	}
+	if err == nil && c.Old != nil {
+		cc.Old, err = fn(c.Old)
+	}
+	if err != nil {
+		return &apply.ChangeError{Table: c.Relation.Table.String(), Op: c.Op.String(), SQLState: "none", Err: err}
+	}
+	return t.Txn.Add(ctx, &cc)
 }

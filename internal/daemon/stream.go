@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/migrated/migrated/internal/apply"
@@ -46,13 +47,19 @@ const caughtUpBytes = 1 << 20
 // reconnects with backoff after transient failures of either side, each time from the last
 // durable checkpoint on the target.
 func (d *Daemon) stream(ctx context.Context, l *leg) error {
+	return d.reconnect(ctx, l.direction, l.status, func(ctx context.Context) error { return d.streamOnce(ctx, l) })
+}
+
+// reconnect runs once until ctx ends or a permanent error, again with backoff after each
+// transient failure. Each run resumes from the checkpoint on the side the stream writes to.
+func (d *Daemon) reconnect(ctx context.Context, direction string, status *server.StreamState, once func(context.Context) error) error {
 	backoff := time.Second
 	for {
 		started := time.Now()
-		err := d.streamOnce(ctx, l)
-		d.m.StreamConnected.WithLabelValues(l.direction).Set(0)
+		err := once(ctx)
+		d.m.StreamConnected.WithLabelValues(direction).Set(0)
 		d.mu.Lock()
-		l.status.Connected = false
+		status.Connected = false
 		d.mu.Unlock()
 		if ctx.Err() != nil {
 			return nil
@@ -63,7 +70,7 @@ func (d *Daemon) stream(ctx context.Context, l *leg) error {
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
 		}
-		d.m.StreamReconnects.WithLabelValues(l.direction).Inc()
+		d.m.StreamReconnects.WithLabelValues(direction).Inc()
 		d.m.Errors.WithLabelValues("stream").Inc()
 		d.log.Warn("stream interrupted; reconnecting from the last checkpoint", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
@@ -89,6 +96,14 @@ func transientStream(err error) bool {
 	var de *cdc.DecodeError
 	var fe fatalError
 	if errors.As(err, &de) || errors.As(err, &fe) {
+		return false
+	}
+	var myErr *gomysql.MyError
+	if errors.As(err, &myErr) {
+		switch myErr.Code {
+		case 1040, 1053, 1205, 1213, 1317, 2006, 2013: // too many connections, shutdown, lock wait, deadlock, interrupted, gone away, lost
+			return true
+		}
 		return false
 	}
 	var pgErr *pgconn.PgError
