@@ -117,6 +117,14 @@ func CheckSource(c *client.Conn, tables []*schema.Table, snapshotEstimate time.D
 		add("engines", "%d table(s) use an engine without transactions, whose writes neither commit nor roll back with their transaction and cannot be copied consistently: %s; convert them (%s), or exclude them with tables.exclude-tables",
 			len(nonTx), strings.Join(listSome(nonTx, 10), ", "), strings.Join(listSome(convert, 3), "; "))
 	}
+	cascades, err := cascadingKeys(c, tables)
+	if err != nil {
+		return nil, err
+	}
+	if len(cascades) > 0 {
+		add("foreign keys", "%d foreign key(s) cascade on the source: %s. InnoDB does not write the rows a cascade changes to the binary log, so the target would keep them; change the keys to ON DELETE/UPDATE RESTRICT (and let the application change the children), or exclude the child tables with tables.exclude-tables",
+			len(cascades), strings.Join(listSome(cascades, 10), ", "))
+	}
 
 	g, err := readGrants(c, s)
 	if err != nil {
@@ -166,6 +174,7 @@ func CheckTarget(c *client.Conn, db string, tables []*schema.Table, fresh bool) 
 	if msg := s.versionProblem(); msg != "" {
 		add("target version", "target runs %s; upgrade the target", msg)
 	}
+
 	g, err := readGrants(c, s)
 	if err != nil {
 		return nil, err
@@ -586,4 +595,41 @@ func listSome(list []string, n int) []string {
 		return list
 	}
 	return append(list[:n:n], fmt.Sprintf("and %d more", len(list)-n))
+}
+
+// cascadingKeys lists the foreign keys of the migrated tables whose ON DELETE or ON UPDATE rule
+// changes other rows (CASCADE, SET NULL, SET DEFAULT), as "db.child.constraint (ON DELETE
+// CASCADE)".
+func cascadingKeys(c *client.Conn, tables []*schema.Table) ([]string, error) {
+	migrated := map[string]bool{}
+	var dbs []string
+	for _, t := range tables {
+		migrated[t.ID.String()] = true
+		if !slices.Contains(dbs, t.ID.Schema) {
+			dbs = append(dbs, t.ID.Schema)
+		}
+	}
+	var out []string
+	for _, db := range dbs {
+		rows, err := QueryStrings(c, `SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE
+		  FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? ORDER BY TABLE_NAME, CONSTRAINT_NAME`, db)
+		if err != nil {
+			return nil, fmt.Errorf("read the foreign keys of %s: %w", db, err)
+		}
+		for _, r := range rows {
+			if !migrated[db+"."+*r[0]] {
+				continue
+			}
+			var rules []string
+			for i, on := range []string{"DELETE", "UPDATE"} {
+				if rule := strings.ToUpper(*r[2+i]); rule != "RESTRICT" && rule != "NO ACTION" {
+					rules = append(rules, "ON "+on+" "+rule)
+				}
+			}
+			if len(rules) > 0 {
+				out = append(out, db+"."+*r[0]+"."+*r[1]+" ("+strings.Join(rules, ", ")+")")
+			}
+		}
+	}
+	return out, nil
 }
