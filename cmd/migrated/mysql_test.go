@@ -397,6 +397,14 @@ func TestMariaDBToPostgres(t *testing.T) {
 	time.Sleep(time.Second)
 	w.finish(t)
 	e.waitPGCaughtUp(d)
+	// Cancel stops the stream and leaves no watermark row of this migration on the source.
+	e.mustCLI("cancel", "--confirm", e.name)
+	if p := e.phase(); p != "cancelled" {
+		t.Errorf("phase after cancel: %s", p)
+	}
+	if n, err := e.m.QueryString(context.Background(), "SELECT count(*) FROM _migrated.watermark WHERE mark LIKE '%my2pg|%'"); err != nil || n != "0" {
+		t.Errorf("after cancel the source holds %s watermark rows of the migration (%v)", n, err)
+	}
 	e.stop(d)
 
 	mysqlSide := map[string]string{
@@ -664,6 +672,22 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 		w, err2 := postgresLSN(lsn)
 		return err1 == nil && err2 == nil && h >= w
 	})
+	// Cutover is not built for MySQL: it is refused and nothing changes.
+	if out, code := e.cli("cutover", "--confirm", e.name); code == 0 || !strings.Contains(out, "not available yet") {
+		t.Errorf("cutover: exit %d:\n%s", code, out)
+	}
+	// Complete stops the stream and gives the slot and publication back to the source.
+	e.mustCLI("complete", "--confirm", e.name)
+	if p := e.phase(); p != "completed" {
+		t.Errorf("phase after complete: %s", p)
+	}
+	pc = e.connect(src)
+	var held int
+	if err := pc.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'migrated_pg2my') +
+	  (SELECT count(*) FROM pg_publication WHERE pubname = 'migrated_pg2my')`).Scan(&held); err != nil || held != 0 {
+		t.Errorf("after complete the source still holds %d slot/publication (%v)", held, err)
+	}
+	pc.Close(ctx)
 	e.stop(d)
 
 	pgSide := map[string]string{

@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strings"
+	"sync"
 
 	"time"
 
@@ -31,6 +32,28 @@ type binlogRun struct {
 	source reconSource
 	sink   binlogSink
 	rec    *snapshot.Reconciler
+
+	// mu guards the running work: stop ends it, done is closed when it has ended.
+	mu   sync.Mutex
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// stopWork ends the running snapshot or stream, if any, and waits for it.
+func (b *binlogRun) stopWork(ctx context.Context) error {
+	b.mu.Lock()
+	stop, done := b.stop, b.done
+	b.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // binlogMode reports whether the source is MySQL, and prepares the run when it is.
@@ -125,12 +148,28 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 		}
 	}
 	d.showTables(nil)
+	d.mu.Lock()
+	d.actionable = true
+	d.mu.Unlock()
 	for ctx.Err() == nil {
 		phase := mig.ResumePhase()
 		var err error
 		switch phase {
 		case "snapshotting", "streaming":
-			err = d.streamBinlog(ctx, mig, phase == "snapshotting")
+			wctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			b.mu.Lock()
+			b.stop, b.done = stop, done
+			b.mu.Unlock()
+			err = d.streamBinlog(wctx, mig, phase == "snapshotting")
+			b.mu.Lock()
+			b.stop, b.done = nil, nil
+			b.mu.Unlock()
+			stop()
+			close(done)
+			if wctx.Err() != nil && ctx.Err() == nil {
+				err = nil // an action stopped it; it recorded the next phase
+			}
 		default:
 			d.showPhase(state.Phase(phase), mig.Error)
 			d.log.Info("migration is over; nothing to run", zap.String("phase", phase))
@@ -145,6 +184,10 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 			d.log.Error("migration failed; fix the cause, then restart migrated to resume", zap.Error(err))
 			<-ctx.Done()
 			return err
+		}
+		// An action that stopped the work records the next phase before it lets go.
+		if err := d.waitTurn(ctx); err != nil {
+			return nil
 		}
 		if mig, _, err = b.sink.load(ctx); err != nil {
 			return err
@@ -412,7 +455,8 @@ func firstWords(q string) string {
 	return strings.TrimSpace(q)
 }
 
-// binlogActions refuses the operator actions not built for MySQL yet, with what to do instead.
+// binlogActions are the operator actions of a migration with MySQL on either side: cancel and
+// complete, and a refusal of those not built yet, with what to do instead.
 func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 	refuse := func(name string) server.ActionFunc {
 		return func(context.Context, server.ActionRequest) (any, error) {
@@ -420,8 +464,56 @@ func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 		}
 	}
 	out := map[string]server.ActionFunc{}
-	for _, a := range []string{"cutover", "rollback", "complete", "cancel", "pause", "resume", "verify"} {
+	for _, a := range []string{"cutover", "rollback", "pause", "resume", "verify"} {
 		out[a] = refuse(a)
 	}
+	out["cancel"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
+		return d.endBinlog(ctx, req, "cancel", "cancelled",
+			"cancelled: the stream stopped and its slot, publication or watermark rows are gone from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them")
+	}
+	out["complete"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
+		return d.endBinlog(ctx, req, "complete", "completed",
+			"completed: the stream stopped and its slot, publication or watermark rows are gone from the source; the target keeps every row it applied. Point the application at the target if you have not (there is no cutover for MySQL in this version: stop writes to the source and wait for lag 0 first)")
+	}
 	return out
+}
+
+// endBinlog stops the migration for good: the running work ends, what the stream held on the
+// source is released, and the phase is recorded.
+func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action, phase, msg string) (any, error) {
+	if err := d.acquire(action); err != nil {
+		return nil, err
+	}
+	defer d.release()
+	if req.Confirm != d.cfg.Name {
+		return nil, conflict("%s refused: pass --confirm %s", action, d.cfg.Name)
+	}
+	b := d.binlog
+	mig, ok, err := b.sink.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, conflict("%s refused: the migration has not started yet", action)
+	}
+	switch p := mig.ResumePhase(); {
+	case p == "snapshotting" && action == "complete":
+		return nil, conflict("complete refused: the snapshot is not finished, so the target lacks rows; wait for phase streaming, or cancel")
+	case p != "snapshotting" && p != "streaming":
+		return nil, conflict("%s refused: phase is %s", action, mig.Phase)
+	}
+	if err := b.stopWork(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.source.release(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.sink.setPhase(ctx, phase, "", ""); err != nil {
+		return nil, err
+	}
+	d.showPhase(state.Phase(phase), "")
+	d.mu.Lock()
+	d.ready = false
+	d.mu.Unlock()
+	return d.result(action, msg), nil
 }

@@ -102,7 +102,7 @@ func (d *Daemon) notify() {
 func (d *Daemon) acquire(name string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.store == nil {
+	if d.store == nil && !d.actionable {
 		return &server.ActionError{Code: http.StatusServiceUnavailable, Msg: "the daemon is still starting (preflight); try again in a moment"}
 	}
 	if d.op != "" {

@@ -72,8 +72,10 @@ type Daemon struct {
 	verifying bool
 	// runCtx is Run's context, for background work that actions start.
 	runCtx context.Context
-	// binlog is set when the source is MySQL; the PostgreSQL fields above stay unused then.
+	// binlog is set when MySQL is on either side; the PostgreSQL fields above stay unused then.
 	binlog *binlogRun
+	// actionable is set once a binlog migration's state is readable, so actions may run.
+	actionable bool
 }
 
 // New prepares a daemon. It does not connect yet.

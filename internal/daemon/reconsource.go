@@ -28,6 +28,8 @@ type reconSource interface {
 	stream(ctx context.Context, resume string) (sourceStream, error)
 	// watermarkTable is the table the stream carries watermarks as.
 	watermarkTable() cdc.TableID
+	// release gives back what the migration holds on the source, once it is over.
+	release(ctx context.Context) error
 }
 
 // sourceStream is one connection's worth of change stream.
@@ -60,7 +62,7 @@ func (s *mysqlSource) check(ctx context.Context) ([]schema.Problem, []*schema.Ta
 	if err != nil {
 		return nil, nil, err
 	}
-	probs, err := mysql.CheckSource(src, tables, 0)
+	probs, err := mysql.CheckSource(src, tables, snapshotEstimate(tables))
 	return probs, tables, err
 }
 
@@ -78,6 +80,17 @@ func (s *mysqlSource) prepare(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return start.String(), nil
+}
+
+// release removes this migration's leftover watermark rows; the table stays for other
+// migrations.
+func (s *mysqlSource) release(ctx context.Context) error {
+	src, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	return mysql.DropWatermarks(src, s.d.cfg.Name)
 }
 
 func (s *mysqlSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
@@ -196,6 +209,19 @@ func (s *pgSource) prepare(ctx context.Context) (string, error) {
 	return lsn.String(), nil
 }
 
+// release drops the slot and the publication.
+func (s *pgSource) release(ctx context.Context) error {
+	src, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", redactErr(err, s.dsn))
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	if err := postgres.DropSlot(ctx, src, s.d.slotName()); err != nil {
+		return err
+	}
+	return postgres.DropPublication(ctx, src, s.d.pubName())
+}
+
 func (s *pgSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
 	return postgres.NewReconSource(ctx, s.dsn, s.d.tables)
 }
@@ -243,4 +269,14 @@ func (p *pgStream) beat(ctx context.Context) (string, error) {
 	}
 	p.m.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
 	return st.CurrentLSN.String(), nil
+}
+
+// snapshotEstimate is a cautious guess of how long the copy of tables takes, for the binlog
+// retention check: 20 MB/s of table data, and never under ten minutes.
+func snapshotEstimate(tables []*schema.Table) time.Duration {
+	var bytes int64
+	for _, t := range tables {
+		bytes += t.Bytes
+	}
+	return max(10*time.Minute, time.Duration(bytes/(20<<20))*time.Second)
 }

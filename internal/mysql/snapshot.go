@@ -175,3 +175,14 @@ func chunkQuery(t *schema.Table, cursor []string, limit int) (string, error) {
 	b.WriteString(" LIMIT " + strconv.Itoa(limit))
 	return b.String(), nil
 }
+
+// DropWatermarks removes the watermark and heartbeat rows of a migration that is over, left by
+// sessions that ended without closing (a killed daemon).
+func DropWatermarks(c *client.Conn, migration string) error {
+	like := strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(migration)
+	q := "DELETE FROM " + QuoteTable(StateDB, WatermarkTable) + " WHERE mark LIKE ? OR mark LIKE ?"
+	if _, err := c.Execute(q, like+"|%", "heartbeat|"+like+"|%"); err != nil && !noState(err) {
+		return fmt.Errorf("remove the watermark rows of %s from the source: %w", migration, err)
+	}
+	return nil
+}
