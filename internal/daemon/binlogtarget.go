@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -463,6 +464,22 @@ func binaryColumns(tables []*schema.Table) map[cdc.TableID][]int {
 	return out
 }
 
+// fillUnchanged takes the values PostgreSQL did not resend (unchanged TOASTed columns) from the
+// old row, which REPLICA IDENTITY FULL carries whole; a target that writes whole rows needs them.
+// Without an old row they stay unchanged, and the target refuses the change.
+func fillUnchanged(row, old []cdc.Value) []cdc.Value {
+	if old == nil || !slices.ContainsFunc(row, func(v cdc.Value) bool { return v.Kind == cdc.ValueUnchanged }) {
+		return row
+	}
+	out := append([]cdc.Value(nil), row...)
+	for i := range out {
+		if out[i].Kind == cdc.ValueUnchanged && i < len(old) && old[i].Kind != cdc.ValueUnchanged {
+			out[i] = old[i]
+		}
+	}
+	return out
+}
+
 // toBytea writes MySQL binary values in bytea's hex input form.
 func toBytea(row []cdc.Value, cols []int) []cdc.Value {
 	if row == nil {
@@ -520,7 +537,7 @@ func (t *mapTxn) Add(ctx context.Context, c *cdc.Change) error {
 	cc := *c
 	var err error
 	if c.New != nil {
-		cc.New, err = fn(c.New)
+		cc.New, err = fn(fillUnchanged(c.New, c.Old))
 	}
 	if err == nil && c.Old != nil {
 		cc.Old, err = fn(c.Old)

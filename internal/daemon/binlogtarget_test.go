@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"context"
+	"testing"
+
+	"github.com/migrated/migrated/internal/apply"
+	"github.com/migrated/migrated/internal/cdc"
+)
+
+func text(s string) cdc.Value { return cdc.Value{Kind: cdc.ValueText, Data: []byte(s)} }
+
+// recordTxn keeps what it is given.
+type recordTxn struct {
+	apply.Txn
+	got []*cdc.Change
+}
+
+func (r *recordTxn) Add(_ context.Context, c *cdc.Change) error { r.got = append(r.got, c); return nil }
+
+type recordWriter struct{ txn *recordTxn }
+
+func (w recordWriter) Begin(context.Context) (apply.Txn, error) { return w.txn, nil }
+
+// TestMapWriter: rows are rewritten into new slices (a chunk emitted twice must not be
+// converted twice), unchanged TOAST values come from the old row, and with all set a table
+// without a converter is refused.
+func TestMapWriter(t *testing.T) {
+	rel := &cdc.Relation{Table: cdc.TableID{Schema: "s", Name: "t"}, Columns: []cdc.Column{{Name: "id", Key: true}, {Name: "b"}, {Name: "big"}}}
+	rec := &recordTxn{}
+	w := &mapWriter{w: recordWriter{rec}, all: true, rows: map[cdc.TableID]rowFunc{
+		rel.Table: func(row []cdc.Value) ([]cdc.Value, error) { return toBytea(row, []int{1}), nil },
+	}}
+	txn, _ := w.Begin(context.Background())
+	row := []cdc.Value{text("1"), text("\x00\xff"), {Kind: cdc.ValueUnchanged}}
+	old := []cdc.Value{text("1"), text("\x01"), text("large value")}
+	if err := txn.Add(context.Background(), &cdc.Change{Op: cdc.OpUpdate, Relation: rel, New: row, Old: old}); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.got[0]
+	if string(got.New[1].Data) != `\x00ff` || string(got.New[2].Data) != "large value" || got.New[2].Kind != cdc.ValueText {
+		t.Errorf("new row: %q %q", got.New[1].Data, got.New[2].Data)
+	}
+	if string(got.Old[1].Data) != `\x01` {
+		t.Errorf("old row: %q", got.Old[1].Data)
+	}
+	if string(row[1].Data) != "\x00\xff" || row[2].Kind != cdc.ValueUnchanged {
+		t.Error("the input row was changed")
+	}
+	// Without an old row the unchanged value stays, for the target to refuse.
+	if err := txn.Add(context.Background(), &cdc.Change{Op: cdc.OpUpdate, Relation: rel, New: row}); err != nil {
+		t.Fatal(err)
+	}
+	if rec.got[1].New[2].Kind != cdc.ValueUnchanged {
+		t.Error("an unchanged value was invented")
+	}
+	other := &cdc.Relation{Table: cdc.TableID{Schema: "s", Name: "other"}}
+	if err := txn.Add(context.Background(), &cdc.Change{Op: cdc.OpInsert, Relation: other, New: nil}); err == nil {
+		t.Error("a change to an unknown table was accepted")
+	}
+}
