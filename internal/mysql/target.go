@@ -2,10 +2,12 @@ package mysql
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +51,9 @@ type Target struct {
 	broken bool
 	// stmt and row are buffers kept across transactions.
 	stmt, row []byte
+	// foldable holds the tables whose only unique key on the target is the row key: only a
+	// row's last image in a transaction matters for them (see fold).
+	foldable map[cdc.TableID]bool
 }
 
 // NewTarget connects to a.DB for applying the named stream ("forward" or "reverse") of the
@@ -87,7 +92,34 @@ func NewTarget(ctx context.Context, a Addr, migration, stream string, tables []*
 		conn.Close()
 		return nil, classify(err)
 	}
+	if t.foldable, err = foldableTables(conn, a.DB, tables); err != nil {
+		conn.Close()
+		return nil, classify(err)
+	}
 	return t, nil
+}
+
+// foldableTables lists the tables whose target table has no unique key but its primary key,
+// and whose key compares byte by byte: numbers, dates and times, binary strings. A character
+// key may be equal to another under its collation (case, accents, trailing spaces) while its
+// bytes differ, and folding by bytes would then reorder two writes of one row.
+func foldableTables(c *client.Conn, db string, tables []*schema.Table) (map[cdc.TableID]bool, error) {
+	rows, err := QueryStrings(c, "SELECT TABLE_NAME, count(DISTINCT INDEX_NAME) FROM information_schema.STATISTICS "+
+		"WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 GROUP BY TABLE_NAME", db)
+	if err != nil {
+		return nil, fmt.Errorf("read the target's unique keys: %w", err)
+	}
+	unique := map[string]string{}
+	for _, r := range rows {
+		unique[*r[0]] = *r[1]
+	}
+	out := map[cdc.TableID]bool{}
+	for _, t := range tables {
+		if unique[t.ID.Name] == "1" && len(t.Key) > 0 && byteKey(t) {
+			out[t.ID] = true
+		}
+	}
+	return out, nil
 }
 
 // rowBinlog makes a binary-logging target log this session's writes by row: InnoDB refuses
@@ -154,6 +186,9 @@ const (
 type targetTxn struct {
 	t    *Target
 	done bool
+	// folded holds the last image of each row changed in foldable tables, not yet sent.
+	folded  map[cdc.TableID]*foldedTable
+	nfolded int
 	// The buffered statement: its table shape and kind, its text so far (without the suffix),
 	// and the rows in it, each with its change, to name the change the target refuses.
 	shape *shape
@@ -181,6 +216,12 @@ func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 		if err != nil {
 			return x.refuse(c, nil, err)
 		}
+		if x.t.foldable[c.Relation.Table] {
+			return x.fold(ctx, s, c)
+		}
+		if err := x.sendFolded(ctx); err != nil {
+			return err
+		}
 		switch c.Op {
 		case cdc.OpInsert:
 			return x.push(ctx, s, stmtUpsert, c, c.New)
@@ -198,11 +239,150 @@ func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 			return x.push(ctx, s, stmtDelete, c, c.Old)
 		}
 	case cdc.OpTruncate:
+		if err := x.sendFolded(ctx); err != nil {
+			return err
+		}
 		return x.truncate(ctx, c)
 	case cdc.OpMark:
+		if err := x.sendFolded(ctx); err != nil {
+			return err
+		}
 		return x.mark(ctx, c)
 	}
 	return x.refuse(c, nil, fmt.Errorf("unknown change op %s", c.Op))
+}
+
+// foldedTable is the last image of each row of one table changed in the transaction.
+type foldedTable struct {
+	shape *shape
+	order []string // keys, first change first
+	last  map[string]foldedRow
+}
+
+type foldedRow struct {
+	change *cdc.Change
+	row    []cdc.Value // the new row of an upsert, the old key of a delete
+	delete bool
+}
+
+// maxFolded bounds the rows held for folding; past it they are sent and folding starts over.
+const maxFolded = 20000
+
+// fold records a change to a foldable table as its row's last image. Inside one target
+// transaction only the last image of each row is visible, and with no unique key but the row
+// key no two rows' writes can meet, so the rows are sent at the end as one DELETE and one
+// upsert per table whatever the order they changed in. Hot rows (counters, balances) are then
+// written once per transaction, and a batch of source transactions costs a few statements.
+func (x *targetTxn) fold(ctx context.Context, s *shape, c *cdc.Change) error {
+	ft := x.folded[c.Relation.Table]
+	if ft == nil || ft.shape != s {
+		if ft != nil {
+			// The relation changed shape: send what was folded under the old one.
+			if err := x.sendFolded(ctx); err != nil {
+				return err
+			}
+		}
+		if x.folded == nil {
+			x.folded = map[cdc.TableID]*foldedTable{}
+		}
+		ft = &foldedTable{shape: s, last: map[string]foldedRow{}}
+		x.folded[c.Relation.Table] = ft
+	}
+	put := func(row []cdc.Value, del bool) error {
+		if len(row) != len(s.cols) {
+			return x.refuse(c, s, fmt.Errorf("the change has %d values for %d columns", len(row), len(s.cols)))
+		}
+		for _, i := range s.key {
+			if row[i].Kind != cdc.ValueText {
+				return x.refuse(c, s, errors.New("a key column has no value"))
+			}
+		}
+		k := foldKey(row, s.key)
+		if _, seen := ft.last[k]; !seen {
+			ft.order = append(ft.order, k)
+			x.nfolded++
+		}
+		ft.last[k] = foldedRow{change: c, row: row, delete: del}
+		return nil
+	}
+	var err error
+	switch c.Op {
+	case cdc.OpInsert:
+		err = put(c.New, false)
+	case cdc.OpUpdate:
+		if old := keyMoved(s, c); old != nil {
+			if err = put(old, true); err != nil {
+				return err
+			}
+		}
+		err = put(c.New, false)
+	default:
+		if c.Old == nil {
+			return x.refuse(c, s, errors.New("a delete without the old row's key"))
+		}
+		err = put(c.Old, true)
+	}
+	if err != nil {
+		return err
+	}
+	if x.nfolded >= maxFolded {
+		return x.sendFolded(ctx)
+	}
+	return nil
+}
+
+// sendFolded writes the folded rows: per table, the deletes, then the upserts.
+func (x *targetTxn) sendFolded(ctx context.Context) error {
+	if x.nfolded == 0 {
+		return nil
+	}
+	for _, ft := range x.folded {
+		for _, del := range []bool{true, false} {
+			kind := stmtUpsert
+			if del {
+				kind = stmtDelete
+			}
+			for _, k := range ft.order {
+				r := ft.last[k]
+				if r.delete != del {
+					continue
+				}
+				if err := x.push(ctx, ft.shape, kind, r.change, r.row); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	clear(x.folded)
+	x.nfolded = 0
+	return x.flush(ctx)
+}
+
+// byteKey reports whether every key column of t compares by its bytes.
+func byteKey(t *schema.Table) bool {
+	for _, k := range t.Key {
+		i := slices.IndexFunc(t.Columns, func(c schema.Column) bool { return c.Name == k })
+		if i < 0 {
+			return false
+		}
+		switch t.Columns[i].DataType {
+		case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "year",
+			"date", "datetime", "timestamp", "time", "binary", "varbinary", "bit":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// foldKey encodes a row's key so that equal keys give equal strings.
+func foldKey(row []cdc.Value, key []int) string {
+	var b []byte
+	for _, i := range key {
+		b = binary.AppendUvarint(b, uint64(len(row[i].Data)))
+		b = append(b, row[i].Data...)
+	}
+	return string(b)
 }
 
 // push renders one row into the buffered statement, sending the statement first when the row
@@ -325,6 +505,9 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	}
 	if pos == nil {
 		return errors.New("commit of a target transaction without a position")
+	}
+	if err := x.sendFolded(ctx); err != nil {
+		return err
 	}
 	if err := x.flush(ctx); err != nil {
 		return err

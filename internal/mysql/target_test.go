@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -748,5 +749,74 @@ func TestTargetInterrupted(t *testing.T) {
 	txn.Rollback(f.ctx)
 	if got := f.dump(t, "SELECT count(*) FROM kv"); !slices.Equal(got, []string{`"0"`}) {
 		t.Errorf("kv has %q rows after an interrupted transaction", got)
+	}
+}
+
+// TestTargetFolding: in a table whose only unique key is a numeric primary key, a transaction's
+// changes are folded to each row's last image, whatever their order, and sent as a few
+// statements. A random mix of inserts, updates, deletes and key changes must leave what
+// applying them one by one would.
+func TestTargetFolding(t *testing.T) {
+	f := newTargetFixture(t, "tgt_fold", kvDDL)
+	kv := f.rel(t, "kv")
+	if !f.target.foldable[kv.Table] {
+		t.Fatal("kv is not foldable")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	model := map[int]string{}
+	var batch []*cdc.Change
+	for i := range 3000 {
+		k := r.IntN(200)
+		v := fmt.Sprint("v", i)
+		_, exists := model[k]
+		switch op := r.IntN(4); {
+		case !exists:
+			model[k] = v
+			batch = append(batch, kvChange(kv, cdc.OpInsert, fmt.Sprint(k), v))
+		case op == 0:
+			delete(model, k)
+			batch = append(batch, kvChange(kv, cdc.OpDelete, fmt.Sprint(k), ""))
+		case op == 1:
+			n := 200 + r.IntN(200)
+			if _, taken := model[n]; taken {
+				continue
+			}
+			delete(model, k)
+			model[n] = v
+			c := kvChange(kv, cdc.OpUpdate, fmt.Sprint(n), v)
+			c.Old = textValues(fmt.Sprint(k), "", "0")
+			batch = append(batch, c)
+		default:
+			model[k] = v
+			batch = append(batch, kvChange(kv, cdc.OpUpdate, fmt.Sprint(k), v))
+		}
+	}
+	count := func(what string) int {
+		rows, err := QueryStrings(f.target.conn, "SHOW SESSION STATUS LIKE '"+what+"'")
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("%s: %v", what, err)
+		}
+		n, _ := strconv.Atoi(*rows[0][1])
+		return n
+	}
+	inserts, deletes := count("Com_insert"), count("Com_delete")
+	if err := f.apply(t, "1", batch...); err != nil {
+		t.Fatal(err)
+	}
+	if got := count("Com_insert") - inserts; got > 2 {
+		t.Errorf("%d changes took %d INSERT statements (with the checkpoint), want at most 2", len(batch), got)
+	}
+	if got := count("Com_delete") - deletes; got > 1 {
+		t.Errorf("%d changes took %d DELETE statements, want at most 1", len(batch), got)
+	}
+	var want []string
+	for k, v := range model {
+		want = append(want, fmt.Sprintf("%q %q", fmt.Sprint(k), v))
+	}
+	got := f.dump(t, "SELECT id, v FROM kv")
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("folded batch left %d rows, applying one by one leaves %d", len(got), len(want))
 	}
 }
