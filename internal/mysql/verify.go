@@ -354,9 +354,11 @@ func joinBytes(key []string) string {
 
 // KeyFromPostgres turns a key of a MySQL table t that was migrated to PostgreSQL, read from the
 // PostgreSQL table as text in a session with TimeZone UTC (values in the order of t.Key), into
-// the canonical MySQL form, to look the key up on t. Binary columns are bytea there, printed in
-// hex; TIMESTAMP columns are timestamp with time zone, printed with the offset +00. The other
-// key types print in a form MySQL reads as the same value.
+// the canonical MySQL form, in which VerifyRows matches keys. The PostgreSQL types are those of
+// the type map: binary columns are bytea, printed in hex; DATETIME, TIMESTAMP and TIME are
+// timestamp, timestamp with time zone (printed with the offset +00) and interval, printed without
+// trailing zeros in the fraction; YEAR is smallint; FLOAT and DOUBLE are real and double
+// precision. The other key types print as MySQL does.
 func KeyFromPostgres(t *schema.Table, key []string) ([]string, error) {
 	if len(key) != len(t.Key) {
 		return nil, fmt.Errorf("a key of %d values for the %d key columns of %s", len(key), len(t.Key), t.ID)
@@ -367,27 +369,60 @@ func KeyFromPostgres(t *schema.Table, key []string) ([]string, error) {
 		if j < 0 {
 			return nil, fmt.Errorf("key column %s of %s is not in the catalog", k, t.ID)
 		}
-		switch col := &t.Columns[j]; literalClassOf(col) {
-		case literalBytes:
-			h, ok := strings.CutPrefix(key[i], `\x`)
-			if !ok {
-				return nil, fmt.Errorf("key column %s of %s: %q is not bytea in hex", k, t.ID, clipForError([]byte(key[i])))
-			}
-			b, err := hex.DecodeString(h)
-			if err != nil {
-				return nil, fmt.Errorf("key column %s of %s: %w", k, t.ID, err)
-			}
-			out[i] = string(b)
-		default:
-			if col.DataType != "timestamp" {
-				continue
-			}
-			v, ok := strings.CutSuffix(key[i], "+00")
-			if !ok {
-				return nil, fmt.Errorf("key column %s of %s: %q is not a timestamp with time zone printed in UTC", k, t.ID, key[i])
-			}
-			out[i] = v
+		col := &t.Columns[j]
+		v, err := canonicalFromPG(col, key[i])
+		if err != nil {
+			return nil, fmt.Errorf("key column %s of %s: %q: %w", k, t.ID, clipForError([]byte(key[i])), err)
 		}
+		out[i] = v
 	}
 	return out, nil
+}
+
+// canonicalFromPG turns the PostgreSQL text of a value of col, a MySQL column, into its
+// canonical form.
+func canonicalFromPG(col *schema.Column, v string) (string, error) {
+	if literalClassOf(col) == literalBytes {
+		h, ok := strings.CutPrefix(v, `\x`)
+		if !ok {
+			return "", errors.New("not bytea in hex")
+		}
+		b, err := hex.DecodeString(h)
+		return string(b), err
+	}
+	switch col.DataType {
+	case "timestamp":
+		var ok bool
+		if v, ok = strings.CutSuffix(v, "+00"); !ok {
+			return "", errors.New("not a timestamp with time zone printed in UTC")
+		}
+		return padFraction(v, col.Scale), nil
+	case "datetime", "time":
+		return padFraction(v, col.Scale), nil
+	case "year":
+		if v == "0" {
+			return "0000", nil
+		}
+	case "float", "double", "real", "double precision":
+		bits := 64
+		if col.DataType == "float" {
+			bits = 32
+		}
+		f, err := strconv.ParseFloat(v, bits)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatFloat(f, 'g', -1, bits), nil
+	}
+	return v, nil
+}
+
+// padFraction writes the fractional seconds of a time value with exactly scale digits, as MySQL
+// prints them; PostgreSQL leaves out trailing zeros.
+func padFraction(v string, scale int) string {
+	whole, frac, _ := strings.Cut(v, ".")
+	if scale == 0 {
+		return whole
+	}
+	return whole + "." + frac + strings.Repeat("0", max(scale-len(frac), 0))
 }

@@ -46,20 +46,27 @@ func TestKeysWhere(t *testing.T) {
 }
 
 func TestKeyFromPostgres(t *testing.T) {
-	tbl := &schema.Table{ID: cdc.TableID{Schema: "db", Name: "t"}, Key: []string{"ts", "b", "n", "dt"}, Columns: []schema.Column{
-		{Name: "b", DataType: "binary"}, {Name: "ts", DataType: "timestamp"}, {Name: "n", DataType: "int"}, {Name: "dt", DataType: "datetime"},
+	tbl := &schema.Table{ID: cdc.TableID{Schema: "db", Name: "t"}, Key: []string{"ts", "b", "n", "dt", "tm", "yr", "f", "d"}, Columns: []schema.Column{
+		{Name: "b", DataType: "binary"}, {Name: "ts", DataType: "timestamp", Scale: 6}, {Name: "n", DataType: "int"},
+		{Name: "dt", DataType: "datetime"}, {Name: "tm", DataType: "time", Scale: 3}, {Name: "yr", DataType: "year"},
+		{Name: "f", DataType: "float"}, {Name: "d", DataType: "double"},
 	}}
-	got, err := KeyFromPostgres(tbl, []string{"2024-01-01 10:00:00.5+00", `\x00ff`, "7", "2024-01-01 10:00:00"})
+	got, err := KeyFromPostgres(tbl, []string{"2024-01-01 10:00:00.5+00", `\x00ff`, "7", "2024-01-01 10:00:00", "-00:00:00.5", "0", "3.4028235e+38", "1e+22"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"2024-01-01 10:00:00.5", "\x00\xff", "7", "2024-01-01 10:00:00"}; !reflect.DeepEqual(got, want) {
+	if want := []string{"2024-01-01 10:00:00.500000", "\x00\xff", "7", "2024-01-01 10:00:00", "-00:00:00.500", "0000", "3.4028235e+38", "1e+22"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("KeyFromPostgres = %q, want %q", got, want)
 	}
+	if got, err := KeyFromPostgres(tbl, []string{"2024-01-01 10:00:00+00", `\x`, "7", "2024-01-01 10:00:00", "838:59:59", "1999", "1.5", "0.1"}); err != nil ||
+		!reflect.DeepEqual(got, []string{"2024-01-01 10:00:00.000000", "", "7", "2024-01-01 10:00:00", "838:59:59.000", "1999", "1.5", "0.1"}) {
+		t.Errorf("KeyFromPostgres = %q, %v", got, err)
+	}
 	for _, bad := range [][]string{
-		{"2024-01-01 10:00:00+02", `\x00`, "1", "x"},
-		{"2024-01-01 10:00:00+00", `00`, "1", "x"},
-		{"2024-01-01 10:00:00+00", `\xzz`, "1", "x"},
+		{"2024-01-01 10:00:00+02", `\x00`, "1", "x", "x", "1", "1", "1"},
+		{"2024-01-01 10:00:00+00", `00`, "1", "x", "x", "1", "1", "1"},
+		{"2024-01-01 10:00:00+00", `\xzz`, "1", "x", "x", "1", "1", "1"},
+		{"2024-01-01 10:00:00+00", `\x00`, "1", "x", "x", "1", "one", "1"},
 		{"2024-01-01 10:00:00+00"},
 	} {
 		if _, err := KeyFromPostgres(tbl, bad); err == nil {

@@ -69,9 +69,10 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 	if err != nil {
 		return nil, &apply.TransientError{Err: fmt.Errorf("connect to target: %w", err)}
 	}
+	// Timestamps from MySQL arrive as UTC text without an offset, read in the session time zone.
 	// A commit must be durable before its position is confirmed to the source, whatever the
 	// target's defaults; and no statement timeout may cut a large source transaction forever.
-	if _, err := conn.Exec(ctx, "SET synchronous_commit = on; SET statement_timeout = 0"); err != nil {
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on; SET statement_timeout = 0; SET TimeZone = 'UTC'"); err != nil {
 		conn.Close(ctx)
 		return nil, classify(fmt.Errorf("prepare target session: %w", err))
 	}
