@@ -352,6 +352,18 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	time.Sleep(time.Second)
 	w.finish(t)
 	e.waitMyCaughtUp(d)
+	// migrated's own verify agrees; then finds a value changed behind its back on the target.
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Errorf("verify: %s", out)
+	}
+	dst := e.conn(e.dstDB)
+	e.mustExec(dst, "UPDATE every_type SET vc = 'changed' WHERE id = 2")
+	out, code := e.cli("verify", "--wait")
+	if code == 0 || !strings.Contains(out, "different") || !strings.Contains(out, "every_type") {
+		t.Errorf("verify after a change on the target: exit %d:\n%s", code, out)
+	}
+	e.mustExec(dst, "UPDATE every_type SET vc = NULL WHERE id = 2")
+	dst.Close()
 	e.stop(d)
 	e.compareMy()
 }
@@ -397,6 +409,9 @@ func TestMariaDBToPostgres(t *testing.T) {
 	time.Sleep(time.Second)
 	w.finish(t)
 	e.waitPGCaughtUp(d)
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Errorf("verify: %s", out)
+	}
 	// Cancel stops the stream and leaves no watermark row of this migration on the source.
 	e.mustCLI("cancel", "--confirm", e.name)
 	if p := e.phase(); p != "cancelled" {
@@ -672,6 +687,9 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 		w, err2 := postgresLSN(lsn)
 		return err1 == nil && err2 == nil && h >= w
 	})
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Errorf("verify: %s", out)
+	}
 	// Cutover is not built for MySQL: it is refused and nothing changes.
 	if out, code := e.cli("cutover", "--confirm", e.name); code == 0 || !strings.Contains(out, "not available yet") {
 		t.Errorf("cutover: exit %d:\n%s", code, out)

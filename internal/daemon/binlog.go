@@ -150,6 +150,7 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 	d.showTables(nil)
 	d.mu.Lock()
 	d.actionable = true
+	d.runCtx = ctx
 	d.mu.Unlock()
 	for ctx.Err() == nil {
 		phase := mig.ResumePhase()
@@ -464,9 +465,10 @@ func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 		}
 	}
 	out := map[string]server.ActionFunc{}
-	for _, a := range []string{"cutover", "rollback", "pause", "resume", "verify"} {
+	for _, a := range []string{"cutover", "rollback", "pause", "resume"} {
 		out[a] = refuse(a)
 	}
+	out["verify"] = d.verifyBinlog
 	out["cancel"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
 		return d.endBinlog(ctx, req, "cancel", "cancelled",
 			"cancelled: the stream stopped and its slot, publication or watermark rows are gone from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them")
