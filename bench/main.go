@@ -14,6 +14,11 @@
 // load, measures the write pause of each switch, and checks that no acknowledged write is lost.
 // Peak RSS of migrated comes from the kernel's rusage of the process.
 //
+// The MariaDB parts (mysql.go; -only mysql, or mysql-snapshot, mysql-apply, mysql-pg) start
+// their own MariaDB servers: a sysbench database copied by mariadb-dump|mariadb and by migrated,
+// a sysbench backlog applied by a native replica and by migrated, and MariaDB → PostgreSQL by
+// pgloader and by migrated (whose row says "not built yet" if the binary refuses that pair).
+//
 // The summary goes to stdout and to bench/results/latest.txt, with migrated's logs beside it;
 // progress goes to stderr. Clusters and temp dirs are removed at the end, also after Ctrl-C.
 package main
@@ -52,6 +57,9 @@ type bench struct {
 	applyScale int    // pgbench scale of the apply part
 	backlog    int    // TPC-B transactions in the apply backlog
 	cutovers   int    // cutover-and-rollback cycles of the cutover part
+	myTables   int    // sysbench tables of the MariaDB parts
+	myRows     int    // rows per sysbench table
+	myBacklog  int    // sysbench oltp_write_only transactions in the MariaDB apply backlog
 	jobs       int    // parallelism given to every tool
 	srcPG      *testenv.Postgres
 	dstPG      *testenv.Postgres
@@ -68,23 +76,28 @@ func run() int {
 		scale   = flag.Int("scale", 40, "pgbench scale of the snapshot database (40 ≈ 600 MB)")
 		backlog = flag.Int("backlog", 40000, "TPC-B transactions in the apply backlog")
 		cycles  = flag.Int("cutovers", 10, "cutover-and-rollback cycles of the cutover part")
-		quick   = flag.Bool("quick", false, "smoke run: scale 2, backlog 2000, 3 cutovers")
-		only    = flag.String("only", "", "run only one part: snapshot, apply or cutover")
+		quick   = flag.Bool("quick", false, "smoke run: scale 2, backlog 2000, 3 cutovers, sysbench 4 × 20000 rows")
+		only    = flag.String("only", "", "run only some parts: snapshot, apply, cutover, mysql (all MariaDB parts), mysql-snapshot, mysql-apply or mysql-pg")
+		myTabs  = flag.Int("mysql-tables", 4, "sysbench tables of the MariaDB parts")
+		myRows  = flag.Int("mysql-rows", 1_000_000, "rows per sysbench table of the MariaDB parts")
+		myBack  = flag.Int("mysql-backlog", 40000, "sysbench oltp_write_only transactions in the MariaDB apply backlog")
 		bin     = flag.String("bin", "bin/migrated", "the migrated binary (make build)")
 		results = flag.String("results", "bench/results", "directory for latest.txt and migrated's logs")
 		jobs    = flag.Int("jobs", 2, "parallel jobs for every tool (pgcopydb --table-jobs/--index-jobs, migrated snapshot.workers)")
 	)
 	flag.Parse()
-	if *only != "" && *only != "snapshot" && *only != "apply" && *only != "cutover" {
-		fmt.Fprintln(os.Stderr, "bench: -only must be snapshot, apply or cutover")
+	if *only != "" && !pgPart(*only) && !partsFor(*only).any() {
+		fmt.Fprintln(os.Stderr, "bench: -only must be snapshot, apply, cutover, mysql, mysql-snapshot, mysql-apply or mysql-pg")
 		return 2
 	}
-	b := &bench{scale: *scale, applyScale: 10, backlog: *backlog, cutovers: *cycles, jobs: *jobs, started: time.Now(), load: "?"}
+	b := &bench{scale: *scale, applyScale: 10, backlog: *backlog, cutovers: *cycles, jobs: *jobs, started: time.Now(), load: "?",
+		myTables: *myTabs, myRows: *myRows, myBacklog: *myBack}
 	if l, err := os.ReadFile("/proc/loadavg"); err == nil {
 		b.load, _, _ = strings.Cut(string(l), " ")
 	}
 	if *quick {
 		b.scale, b.applyScale, b.backlog = 2, 1, 2000
+		b.myTables, b.myRows, b.myBacklog = 4, 20000, 2000
 		b.cutovers = min(b.cutovers, 3)
 	}
 	b.applyScale = min(b.applyScale, b.scale)
@@ -97,7 +110,7 @@ func run() int {
 		return 1
 	}
 	for _, tool := range []string{"pgbench", "pg_dump", "psql"} {
-		if _, err := exec.LookPath(tool); err != nil {
+		if _, err := exec.LookPath(tool); err != nil && (*only == "" || pgPart(*only)) {
 			fmt.Fprintf(os.Stderr, "bench: %s not found: %v\n", tool, err)
 			return 1
 		}
@@ -138,8 +151,11 @@ func run() int {
 	return 0
 }
 
-// run starts the clusters, runs the selected parts and returns the summary. The clusters and
-// the temp dir are gone when it returns.
+// pgPart reports whether -only names a PostgreSQL part.
+func pgPart(only string) bool { return only == "snapshot" || only == "apply" || only == "cutover" }
+
+// run runs the selected parts and returns the summary: the PostgreSQL parts, then the MariaDB
+// parts. The servers and the temp dir are gone when it returns.
 func (b *bench) run(ctx context.Context, only, results string) (string, error) {
 	b.logDir = results
 	if err := os.MkdirAll(results, 0o755); err != nil {
@@ -150,6 +166,29 @@ func (b *bench) run(ctx context.Context, only, results string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(b.tmp)
+	var report string
+	if only == "" || pgPart(only) {
+		if report, err = b.runPostgres(ctx, only); err != nil {
+			return "", err
+		}
+	}
+	if parts := partsFor(only); parts.any() {
+		my, err := b.runMySQL(ctx, parts)
+		if my != nil {
+			report += reportMySQL(my)
+		}
+		if err != nil {
+			return report, err
+		}
+	}
+	b.logf("done")
+	return report, nil
+}
+
+// runPostgres starts the clusters, runs the selected PostgreSQL parts and returns their summary.
+// The clusters are gone when it returns.
+func (b *bench) runPostgres(ctx context.Context, only string) (string, error) {
+	var err error
 	opts := testenv.PostgresOptions{Settings: serverSettings}
 	b.logf("starting source and target clusters")
 	if b.srcPG, err = testenv.StartPostgres(opts); err != nil {
@@ -183,7 +222,6 @@ func (b *bench) run(ctx context.Context, only, results string) (string, error) {
 			return "", fmt.Errorf("cutover: %w", err)
 		}
 	}
-	b.logf("done")
 	return b.report(version, snap, app) + reportCutover(cut), nil
 }
 
