@@ -234,6 +234,7 @@ func TestCheckSourceTables(t *testing.T) {
 		"CREATE TABLE pf_src.child (id INT PRIMARY KEY, good_id INT, uniq_code VARCHAR(10),"+
 			" CONSTRAINT fk_good FOREIGN KEY (good_id) REFERENCES pf_src.good (id) ON DELETE CASCADE,"+
 			" CONSTRAINT fk_uniq FOREIGN KEY (uniq_code) REFERENCES pf_src.uniq (code)) ENGINE = InnoDB",
+		"CREATE TABLE pf_src.ids (id INT PRIMARY KEY, u UUID) ENGINE = InnoDB",
 	)
 	c := connectAs(t, m, m.User(), m.Password(), "pf_src")
 	tables, err := Tables(c, "pf_src", nil)
@@ -241,13 +242,14 @@ func TestCheckSourceTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	probs, err := CheckSource(c, tables, time.Hour)
-	wantProblems(t, probs, err, "primary keys", "engines", "foreign keys")
+	wantProblems(t, probs, err, "primary keys", "engines", "column types", "foreign keys")
 	wantIn(t, probs[0].Message, "2 table(s) have no primary key", "pf_src.nokey, pf_src.nullable;", "ADD PRIMARY KEY", "tables.exclude-tables")
 	wantIn(t, probs[1].Message, "1 table(s) use an engine without transactions", "pf_src.legacy (MyISAM)", "ALTER TABLE `pf_src`.`legacy` ENGINE = InnoDB")
 	// The cascading key is named; the restricting one is not.
-	wantIn(t, probs[2].Message, "1 foreign key(s) cascade", "pf_src.child.fk_good (ON DELETE CASCADE)", "RESTRICT")
-	if strings.Contains(probs[2].Message, "fk_uniq") {
-		t.Errorf("a restricting foreign key is reported: %s", probs[2].Message)
+	wantIn(t, probs[2].Message, "pf_src.ids.u (uuid)", "CHAR(36)")
+	wantIn(t, probs[3].Message, "1 foreign key(s) cascade", "pf_src.child.fk_good (ON DELETE CASCADE)", "RESTRICT")
+	if strings.Contains(probs[3].Message, "fk_uniq") {
+		t.Errorf("a restricting foreign key is reported: %s", probs[3].Message)
 	}
 
 	good, err := Tables(c, "pf_src", func(db, table string) bool { return table == "good" || table == "uniq" })
