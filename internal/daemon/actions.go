@@ -223,19 +223,24 @@ func (d *Daemon) startVerify() {
 			Applied:  func(context.Context) (postgres.LSN, error) { return d.fwd.Applied(), nil },
 			Progress: func(r verify.Result) { d.showVerify(r, true) },
 		})
-		if err != nil && ctx.Err() == nil {
-			res.Error = err.Error()
-			d.m.Errors.WithLabelValues("verify").Inc()
-			d.log.Error("verify failed", zap.Error(err))
-		}
-		d.mu.Lock()
-		d.verifying = false
-		d.mu.Unlock()
-		d.showVerify(res, false)
-		if err == nil {
-			d.verifyMetrics(res) // verify logs the finished run itself
-		}
+		d.finishVerify(ctx, res, err) // verify logs the finished run itself
 	}()
+}
+
+// finishVerify publishes a verify run that ended, with its error unless the daemon is stopping.
+func (d *Daemon) finishVerify(ctx context.Context, res verify.Result, err error) {
+	if err != nil && ctx.Err() == nil {
+		res.Error = err.Error()
+		d.m.Errors.WithLabelValues("verify").Inc()
+		d.log.Error("verify failed", zap.Error(err))
+	}
+	d.mu.Lock()
+	d.verifying = false
+	d.mu.Unlock()
+	d.showVerify(res, false)
+	if err == nil {
+		d.verifyMetrics(res)
+	}
 }
 
 // verifyMetrics publishes a finished run's result.

@@ -41,17 +41,8 @@ func (d *Daemon) verifyBinlog(ctx context.Context, _ server.ActionRequest) (any,
 	go func() {
 		res, err := d.runCross(runCtx)
 		sum := res.Summary()
-		if err != nil && runCtx.Err() == nil {
-			sum.Error = err.Error()
-			d.m.Errors.WithLabelValues("verify").Inc()
-			d.log.Error("verify failed", zap.Error(err))
-		}
-		d.mu.Lock()
-		d.verifying = false
-		d.mu.Unlock()
-		d.showVerify(sum, false)
+		d.finishVerify(runCtx, sum, err)
 		if err == nil {
-			d.verifyMetrics(sum)
 			d.log.Info("verify finished", zap.Bool("clean", sum.Clean), zap.Int64("chunks", sum.Chunks), zap.Int64("mismatched_chunks", sum.Mismatched))
 		}
 	}()
