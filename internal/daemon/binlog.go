@@ -159,17 +159,35 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 		case "snapshotting", "streaming":
 			wctx, stop := context.WithCancel(ctx)
 			done := make(chan struct{})
+			// Register the work under the lock acquire takes: an action either sees it and
+			// stops it, or holds the turn already, and then the phase is read again after it.
+			d.mu.Lock()
+			if d.op != "" {
+				d.mu.Unlock()
+				stop()
+				if d.waitTurn(ctx) != nil {
+					return nil
+				}
+				if mig, _, err = b.sink.load(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			b.mu.Lock()
 			b.stop, b.done = stop, done
 			b.mu.Unlock()
+			d.mu.Unlock()
 			err = d.streamBinlog(wctx, mig, phase == "snapshotting")
+			// Whether an action stopped it must be read before the work's own context is
+			// cancelled below.
+			stoppedByAction := wctx.Err() != nil && ctx.Err() == nil
 			b.mu.Lock()
 			b.stop, b.done = nil, nil
 			b.mu.Unlock()
 			stop()
 			close(done)
-			if wctx.Err() != nil && ctx.Err() == nil {
-				err = nil // an action stopped it; it recorded the next phase
+			if stoppedByAction {
+				err = nil // the action records the next phase
 			}
 		default:
 			d.showPhase(state.Phase(phase), mig.Error)

@@ -185,13 +185,18 @@ func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
 }
 
 func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*schema.Table) (apply.Writer, func(), error) {
+	unique, err := source.uniqueTables(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	if _, ok := source.(*pgSource); ok {
-		return s.foreignWriter(ctx, tables)
+		return s.foreignWriter(ctx, tables, unique)
 	}
 	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, forward, tables)
 	if err != nil {
 		return nil, nil, err
 	}
+	t.Unfold(unique...)
 	return t, t.Close, nil
 }
 
@@ -241,7 +246,7 @@ func (s *mysqlSink) typeMapWith(c *client.Conn) schema.TypeMap {
 
 // foreignWriter writes PostgreSQL rows into MySQL: values are converted to the MySQL form of
 // each column, and rendered by the MySQL table's own columns.
-func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table) (apply.Writer, func(), error) {
+func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, unique []cdc.TableID) (apply.Writer, func(), error) {
 	var mine []*schema.Table
 	if err := s.state(func(c *client.Conn) (err error) {
 		mine, err = mysql.Tables(c, s.addr.DB, nil)
@@ -275,6 +280,7 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table) (
 	if err != nil {
 		return nil, nil, err
 	}
+	w.Unfold(unique...)
 	return &mapWriter{w: w, rows: conv, all: true}, w.Close, nil
 }
 

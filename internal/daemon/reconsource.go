@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -30,6 +31,9 @@ type reconSource interface {
 	watermarkTable() cdc.TableID
 	// release gives back what the migration holds on the source, once it is over.
 	release(ctx context.Context) error
+	// uniqueTables lists the tables with a unique key besides the row key on the source: the
+	// target has it too once post-data has run.
+	uniqueTables(ctx context.Context) ([]cdc.TableID, error)
 }
 
 // sourceStream is one connection's worth of change stream.
@@ -91,6 +95,33 @@ func (s *mysqlSource) release(ctx context.Context) error {
 	}
 	defer src.Close()
 	return mysql.DropWatermarks(src, s.d.cfg.Name)
+}
+
+func (s *mysqlSource) uniqueTables(ctx context.Context) ([]cdc.TableID, error) {
+	src, err := mysql.Connect(ctx, s.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	indexes, err := mysql.Indexes(src, s.addr.DB)
+	if err != nil {
+		return nil, err
+	}
+	return withUnique(s.d.tables, indexes), nil
+}
+
+// withUnique lists the tables with a unique index that is not their key.
+func withUnique(tables []*schema.Table, indexes map[cdc.TableID][]schema.Index) []cdc.TableID {
+	var out []cdc.TableID
+	for _, t := range tables {
+		for _, ix := range indexes[t.ID] {
+			if ix.Unique && !slices.Equal(ix.Columns, t.Key) {
+				out = append(out, t.ID)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (s *mysqlSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
@@ -222,8 +253,25 @@ func (s *pgSource) release(ctx context.Context) error {
 	return postgres.DropPublication(ctx, src, s.d.pubName())
 }
 
+func (s *pgSource) uniqueTables(ctx context.Context) ([]cdc.TableID, error) {
+	src, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source: %w", redactErr(err, s.dsn))
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	indexes, _, err := postgres.Indexes(ctx, src, s.d.tables)
+	if err != nil {
+		return nil, err
+	}
+	return withUnique(s.d.tables, indexes), nil
+}
+
 func (s *pgSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
-	return postgres.NewReconSource(ctx, s.dsn, s.d.tables)
+	src, err := postgres.NewReconSource(ctx, s.dsn, s.d.tables)
+	if err != nil {
+		return nil, redactErr(err, s.dsn)
+	}
+	return src, nil
 }
 
 func (s *pgSource) stream(ctx context.Context, resume string) (sourceStream, error) {
@@ -236,8 +284,15 @@ func (s *pgSource) stream(ctx context.Context, resume string) (sourceStream, err
 	if err != nil {
 		return nil, fmt.Errorf("connect to source: %w", redactErr(err, s.dsn))
 	}
+	// The stream's values are compared with the snapshot's by their text (the keys of a chunk)
+	// and converted for MySQL: print them as the snapshot sessions do.
+	textDSN, err := postgres.TextDSN(s.dsn)
+	if err != nil {
+		src.Close(ctx)
+		return nil, err
+	}
 	st := postgres.NewStream(postgres.StreamOptions{
-		DSN: s.dsn, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
+		DSN: textDSN, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
 		Resume: lsn, StatusInterval: d.cfg.Stream.StatusInterval.Duration(),
 		OnChange: d.m.ChangesReceived.WithLabelValues(forward).Inc,
 	})

@@ -10,6 +10,7 @@ package mysql
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -86,8 +87,9 @@ const sessionSetup = "SET SESSION time_zone = '+00:00', " +
 func Connect(ctx context.Context, a Addr) (*client.Conn, error) {
 	var opts []client.Option
 	if a.TLS {
-		skip := a.SkipVerify
-		opts = append(opts, func(c *client.Conn) error { c.UseSSL(skip); return nil })
+		// The server name is needed to verify the certificate; skip-verify is for test servers.
+		cfg := &tls.Config{ServerName: a.Host, InsecureSkipVerify: a.SkipVerify, MinVersion: tls.VersionTLS12}
+		opts = append(opts, func(c *client.Conn) error { c.SetTLSConfig(cfg); return nil })
 	}
 	opts = append(opts, func(c *client.Conn) error { return c.SetCharset("utf8mb4") })
 	c, err := client.ConnectWithContext(ctx, a.HostPort(), a.User, a.Password, a.DB, 10*time.Second, opts...)

@@ -99,6 +99,14 @@ func NewTarget(ctx context.Context, a Addr, migration, stream string, tables []*
 	return t, nil
 }
 
+// Unfold stops folding the changes of tables that will have a unique key besides the row key
+// (one the post-data step adds after the copy, say): for them the order of writes matters.
+func (t *Target) Unfold(ids ...cdc.TableID) {
+	for _, id := range ids {
+		delete(t.foldable, id)
+	}
+}
+
 // foldableTables lists the tables whose target table has no unique key but its primary key,
 // and whose key compares byte by byte: numbers, dates and times, binary strings. A character
 // key may be equal to another under its collation (case, accents, trailing spaces) while its

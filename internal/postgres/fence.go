@@ -54,6 +54,30 @@ func SessionDSN(dsn string) (string, error) {
 	return out, nil
 }
 
+// textSettings fix the settings that shape PostgreSQL's text output of values, for sessions
+// whose text is compared or carried to another engine byte for byte: pgoutput prints values
+// with its walsender's settings, which otherwise come from the server and the role.
+const textSettings = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=1 -c bytea_output=hex"
+
+// TextDSN returns a SessionDSN result with textSettings added to its options.
+func TextDSN(sessionDSN string) (string, error) {
+	if strings.HasPrefix(sessionDSN, "postgres://") || strings.HasPrefix(sessionDSN, "postgresql://") {
+		u, err := url.Parse(sessionDSN)
+		if err != nil {
+			return "", errors.New("the DSN is not a valid URL")
+		}
+		q := u.Query()
+		q.Set("options", strings.TrimSpace(q.Get("options")+" "+textSettings))
+		u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+		return u.String(), nil
+	}
+	old := "options='" + sessionOptions + "'"
+	if !strings.Contains(sessionDSN, old) {
+		return "", errors.New("the DSN has not been through SessionDSN")
+	}
+	return strings.Replace(sessionDSN, old, "options='"+sessionOptions+" "+textSettings+"'", 1), nil
+}
+
 // Fence makes conn's database read-only for the application: new sessions default to read-only
 // transactions, and every existing client session other than migrated's own is terminated, and
 // waited for, so that no commit can land after the returned position. It is idempotent.

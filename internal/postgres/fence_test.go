@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,29 @@ func TestFence(t *testing.T) {
 	}
 	if set, err := SyncSequences(ctx, admin, to, 100); err != nil || len(set) != 0 {
 		t.Fatalf("a second sync moved %+v, %v; a sequence already past must stay", set, err)
+	}
+}
+
+func TestTextDSN(t *testing.T) {
+	for _, dsn := range []string{"host=h dbname=db", "postgres://u@h:5432/db?sslmode=disable"} {
+		s, err := SessionDSN(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := TextDSN(s)
+		if err != nil {
+			t.Fatalf("TextDSN(%q): %v", s, err)
+		}
+		if u, err := url.QueryUnescape(got); err == nil {
+			got = u
+		}
+		for _, want := range []string{"default_transaction_read_only=off", "TimeZone=UTC", "bytea_output=hex", "extra_float_digits=1"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("TextDSN(%q) = %q, lacks %s", s, got, want)
+			}
+		}
+	}
+	if _, err := TextDSN("host=h"); err == nil {
+		t.Error("a DSN that skipped SessionDSN was accepted")
 	}
 }
