@@ -267,7 +267,8 @@ func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapsho
 	})
 	if snapshotting {
 		g.Go(func() error {
-			if err := d.copyBinlog(gctx); err != nil {
+			// A copy broken by the network resumes from the marks on the target.
+			if err := d.retry(gctx, "snapshot", func() error { return d.copyBinlog(gctx) }); err != nil {
 				return err
 			}
 			if err := d.postDataBinlog(gctx, mig); err != nil {
