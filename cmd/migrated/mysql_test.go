@@ -251,14 +251,37 @@ func (w *myWriter) step(c *client.Conn, r *rand.Rand) error {
 	return nil
 }
 
+// halt stops the writer if it still runs.
+func (w *myWriter) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+		w.wg.Wait()
+	}
+}
+
 func (w *myWriter) finish(t *testing.T) {
 	t.Helper()
-	close(w.stop)
-	w.wg.Wait()
+	w.halt()
 	if err, _ := w.err.Load().(error); err != nil {
 		t.Fatalf("writer: %v", err)
 	}
 	t.Logf("writer committed %d transactions", w.txns.Load())
+}
+
+// waitCopying waits until the snapshot has copied at least rows rows.
+func (e *env) waitCopying(d *proc, rows float64) {
+	e.t.Helper()
+	e.waitFor(d, "the snapshot to be under way", 2*time.Minute, func() bool {
+		st, ok := e.status()
+		if !ok {
+			return false
+		}
+		snap, _ := st["snapshot"].(map[string]any)
+		copied, _ := snap["rows_copied"].(float64)
+		return copied >= rows
+	})
 }
 
 // waitMyCaughtUp waits until the target's checkpoint contains the source's GTID position now.
@@ -319,25 +342,10 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	e := newMyEnv(t, "myresume")
 	e.seedMySQL(30000)
 	w := e.startMyWriter(30000, 2)
-	defer func() {
-		select {
-		case <-w.stop:
-		default:
-			close(w.stop)
-			w.wg.Wait()
-		}
-	}()
+	defer w.halt()
 
 	d := e.start()
-	e.waitFor(d, "the snapshot to be under way", 2*time.Minute, func() bool {
-		st, ok := e.status()
-		if !ok {
-			return false
-		}
-		snap, _ := st["snapshot"].(map[string]any)
-		rows, _ := snap["rows_copied"].(float64)
-		return rows >= 3000
-	})
+	e.waitCopying(d, 3000)
 	d.kill()
 	t.Log("killed during the snapshot")
 
@@ -384,25 +392,10 @@ func TestMariaDBToPostgres(t *testing.T) {
 	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "target:\n  engine: mysql", "target:\n  engine: postgres", 1)), 0o600)
 	e.seedMySQL(20000)
 	w := e.startMyWriter(20000, 2)
-	defer func() {
-		select {
-		case <-w.stop:
-		default:
-			close(w.stop)
-			w.wg.Wait()
-		}
-	}()
+	defer w.halt()
 
 	d := e.start()
-	e.waitFor(d, "the snapshot to be under way", 2*time.Minute, func() bool {
-		st, ok := e.status()
-		if !ok {
-			return false
-		}
-		snap, _ := st["snapshot"].(map[string]any)
-		rows, _ := snap["rows_copied"].(float64)
-		return rows >= 2000
-	})
+	e.waitCopying(d, 2000)
 	d.kill()
 	d = e.start()
 	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })
@@ -651,15 +644,7 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 	defer finish()
 
 	d := e.start()
-	e.waitFor(d, "the snapshot to be under way", 2*time.Minute, func() bool {
-		st, ok := e.status()
-		if !ok {
-			return false
-		}
-		snap, _ := st["snapshot"].(map[string]any)
-		rows, _ := snap["rows_copied"].(float64)
-		return rows >= 2000
-	})
+	e.waitCopying(d, 2000)
 	d.kill()
 	d = e.start()
 	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })

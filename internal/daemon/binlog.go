@@ -326,27 +326,13 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	durable := func(pos cdc.Position, commitTime time.Time, st apply.BatchStats) {
 		b.rec.Durable(pos)
 		stream.durable(pos)
-		n := 0
-		for op, c := range st.Changes {
-			if op == cdc.OpMark {
-				continue
-			}
-			d.m.ChangesApplied.WithLabelValues(forward, op.String()).Add(float64(c))
-			n += c
-		}
-		d.m.TransactionsApplied.WithLabelValues(forward).Add(float64(st.Txns))
-		if n > 0 || st.Txns > 0 {
-			d.m.ApplyBatchDuration.Observe(st.Duration.Seconds())
-			d.m.ApplyBatchChanges.Observe(float64(n))
-		}
+		d.countApplied(forward, &d.status.Stream, st)
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if !commitTime.IsZero() {
 			lastCommit = commitTime
 		}
 		s := &d.status.Stream
-		s.ChangesApplied += int64(n)
-		s.TxnsApplied += int64(st.Txns)
 		s.AppliedPosition = snapshot.Unwrap(pos).String()
 		s.LastCommitTime = lastCommit
 		seconds := 0.0
@@ -374,14 +360,7 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	g.Go(func() error { return applier.Run(gctx, events) })
 	g.Go(func() error {
 		// A heartbeat keeps lag true on an idle source, and shows the source's position.
-		tick := time.NewTicker(d.cfg.Stream.HeartbeatInterval.Duration())
-		defer tick.Stop()
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-tick.C:
-			}
+		return d.everyBeat(gctx, func() error {
 			pos, err := stream.beat(gctx)
 			if err != nil {
 				return err
@@ -393,7 +372,8 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 				d.m.LagSeconds.WithLabelValues(forward).Set(0)
 			}
 			d.mu.Unlock()
-		}
+			return nil
+		})
 	})
 	return g.Wait()
 }

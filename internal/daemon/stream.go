@@ -161,20 +161,7 @@ func (d *Daemon) streamOnce(ctx context.Context, l *leg) error {
 		if uint64(lsn) > l.applied.Load() {
 			l.applied.Store(uint64(lsn))
 		}
-		n := 0
-		for op, c := range b.Changes {
-			d.m.ChangesApplied.WithLabelValues(direction, op.String()).Add(float64(c))
-			n += c
-		}
-		d.m.TransactionsApplied.WithLabelValues(direction).Add(float64(b.Txns))
-		if n > 0 || b.Txns > 0 {
-			d.m.ApplyBatchDuration.Observe(b.Duration.Seconds())
-			d.m.ApplyBatchChanges.Observe(float64(n))
-		}
-		d.mu.Lock()
-		l.status.ChangesApplied += int64(n)
-		l.status.TxnsApplied += int64(b.Txns)
-		d.mu.Unlock()
+		d.countApplied(direction, l.status, b)
 		d.refreshLag(lag, stream.WALEnd(), len(events), lsn, commitTime)
 	}
 	applier := apply.New(target, apply.Options{
@@ -192,14 +179,7 @@ func (d *Daemon) streamOnce(ctx context.Context, l *leg) error {
 	g.Go(func() error { return stream.Run(gctx, events) })
 	g.Go(func() error { return applier.Run(gctx, events) })
 	g.Go(func() error {
-		tick := time.NewTicker(d.cfg.Stream.HeartbeatInterval.Duration())
-		defer tick.Stop()
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-tick.C:
-			}
+		return d.everyBeat(gctx, func() error {
 			st, err := postgres.Heartbeat(gctx, src, l.slot)
 			if err != nil {
 				return err
@@ -208,9 +188,49 @@ func (d *Daemon) streamOnce(ctx context.Context, l *leg) error {
 				d.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
 			}
 			d.refreshLag(lag, max(st.CurrentLSN, stream.WALEnd()), len(events), 0, time.Time{})
-		}
+			return nil
+		})
 	})
 	return g.Wait()
+}
+
+// everyBeat runs beat at the heartbeat interval until ctx ends or beat fails.
+func (d *Daemon) everyBeat(ctx context.Context, beat func() error) error {
+	tick := time.NewTicker(d.cfg.Stream.HeartbeatInterval.Duration())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if err := beat(); err != nil {
+			return err
+		}
+	}
+}
+
+// countApplied adds a durable batch to the metrics and to the stream's status, and returns
+// how many row changes it applied (snapshot marks are not row changes).
+func (d *Daemon) countApplied(direction string, status *server.StreamState, b apply.BatchStats) int {
+	n := 0
+	for op, c := range b.Changes {
+		if op == cdc.OpMark {
+			continue
+		}
+		d.m.ChangesApplied.WithLabelValues(direction, op.String()).Add(float64(c))
+		n += c
+	}
+	d.m.TransactionsApplied.WithLabelValues(direction).Add(float64(b.Txns))
+	if n > 0 || b.Txns > 0 {
+		d.m.ApplyBatchDuration.Observe(b.Duration.Seconds())
+		d.m.ApplyBatchChanges.Observe(float64(n))
+	}
+	d.mu.Lock()
+	status.ChangesApplied += int64(n)
+	status.TxnsApplied += int64(b.Txns)
+	d.mu.Unlock()
+	return n
 }
 
 // fatalError is a stream failure that a reconnect cannot mend.
