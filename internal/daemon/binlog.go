@@ -460,7 +460,7 @@ func firstWords(q string) string {
 func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 	refuse := func(name string) server.ActionFunc {
 		return func(context.Context, server.ActionRequest) (any, error) {
-			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a MySQL source in this version: the migration streams, and status and metrics show its progress; stop migrated to stop streaming", name)}
+			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a migration with MySQL on either side in this version: the migration streams, and status and metrics show its progress; see docs/mysql.md for ending it by hand with `migrated complete`", name)}
 		}
 	}
 	out := map[string]server.ActionFunc{}
