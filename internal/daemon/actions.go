@@ -55,7 +55,11 @@ func (d *Daemon) Pause(ctx context.Context, _ server.ActionRequest) (any, error)
 	if already {
 		return d.result("pause", "already paused"), nil
 	}
-	if err := d.stopWork(ctx); err != nil {
+	stop := d.stopWork
+	if d.binlog != nil {
+		stop = d.binlog.stopWork
+	}
+	if err := stop(ctx); err != nil {
 		return nil, err
 	}
 	return d.result("pause", "paused at the last checkpoint; lag grows until `migrated resume` (a restart also resumes)"), nil

@@ -15,6 +15,7 @@ import (
 
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/mysql"
@@ -23,15 +24,26 @@ import (
 	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/snapshot"
 	"github.com/migrated/migrated/internal/state"
+	"github.com/migrated/migrated/internal/verify"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 )
 
-// binlogRun is the state of a migration whose source is MySQL.
+// binlogRun is the state of a migration with MySQL on either side.
 type binlogRun struct {
 	source reconSource
 	sink   binlogSink
 	rec    *snapshot.Reconciler
+	// fwd streams the source into the target; rev, set only when both sides are MySQL, streams
+	// the target back into the old source in the dual-write phase.
+	fwd, rev *binlogLeg
+	// ops keeps the cutover and rollback journal on the target; nil when there is no cutover
+	// for this pair of engines.
+	ops *mysql.OpStore
+	// src and dst are the two sides when both are MySQL.
+	src, dst mysql.Addr
+	// verified is the newest finished verify; guarded by Daemon.mu.
+	verified verify.Result
 
 	// mu guards the running work: stop ends it, done is closed when it has ended.
 	mu   sync.Mutex
@@ -94,11 +106,27 @@ func (d *Daemon) setupBinlog() error {
 		}
 		sink = &pgSink{d: d, dsn: dst}
 	}
-	d.binlog = &binlogRun{source: source, sink: sink, rec: &snapshot.Reconciler{
+	b := &binlogRun{source: source, sink: sink, rec: &snapshot.Reconciler{
 		Migration:      d.cfg.Name,
 		WatermarkTable: source.watermarkTable(),
 		Log:            d.log.Named("snapshot"),
 	}}
+	b.fwd = &binlogLeg{direction: forward, source: source, sink: sink, rec: b.rec, status: &d.status.Stream}
+	src, srcMy := source.(*mysqlSource)
+	dst, dstMy := sink.(*mysqlSink)
+	if srcMy && dstMy {
+		// Both sides MySQL: the cutover, the reverse stream and the rollback.
+		b.src, b.dst = src.addr, dst.addr
+		b.ops = &mysql.OpStore{Do: dst.state, Migration: d.cfg.Name}
+		rsrc := &mysqlSource{d: d, addr: dst.addr, direction: reverse}
+		b.rev = &binlogLeg{direction: reverse, source: rsrc, sink: &mysqlSink{d: d, addr: src.addr, stream: reverse},
+			status: &server.StreamState{}, rec: &snapshot.Reconciler{
+				Migration:      d.cfg.Name,
+				WatermarkTable: rsrc.watermarkTable(),
+				Log:            d.log.Named("reverse"),
+			}}
+	}
+	d.binlog = b
 	return nil
 }
 
@@ -152,17 +180,32 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 	d.actionable = true
 	d.runCtx = ctx
 	d.mu.Unlock()
+	if b.ops != nil {
+		// A cutover or rollback cut short by a crash is finished or undone first.
+		if err := b.sink.(*mysqlSink).state(mysql.EnsureOperations); err != nil {
+			return err
+		}
+		if err := d.loadOperation(ctx); err != nil {
+			return err
+		}
+		if err := d.recoverOperation(ctx); err != nil {
+			return err
+		}
+		if mig, _, err = b.sink.load(ctx); err != nil {
+			return err
+		}
+	}
 	for ctx.Err() == nil {
 		phase := mig.ResumePhase()
 		var err error
 		switch phase {
-		case "snapshotting", "streaming":
+		case "snapshotting", "streaming", "switched":
 			wctx, stop := context.WithCancel(ctx)
 			done := make(chan struct{})
 			// Register the work under the lock acquire takes: an action either sees it and
 			// stops it, or holds the turn already, and then the phase is read again after it.
 			d.mu.Lock()
-			if d.op != "" {
+			if d.op != "" || d.paused {
 				d.mu.Unlock()
 				stop()
 				if d.waitTurn(ctx) != nil {
@@ -177,7 +220,11 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 			b.stop, b.done = stop, done
 			b.mu.Unlock()
 			d.mu.Unlock()
-			err = d.streamBinlog(wctx, mig, phase == "snapshotting")
+			if phase == "switched" {
+				err = d.streamReverse(wctx)
+			} else {
+				err = d.streamBinlog(wctx, mig, phase == "snapshotting")
+			}
 			// Whether an action stopped it must be read before the work's own context is
 			// cancelled below.
 			stoppedByAction := wctx.Err() != nil && ctx.Err() == nil
@@ -253,13 +300,14 @@ func (d *Daemon) setBinlogPhase(ctx context.Context, phase string) error {
 // failures, and alongside it, while snapshotting, the copy and then the post-data statements.
 // It returns when the phase changes or on a permanent failure.
 func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapshotting bool) error {
+	b := d.binlog
 	if err := d.setBinlogPhase(ctx, mig.ResumePhase()); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	copied := make(chan struct{})
 	g.Go(func() error {
-		err := d.reconnect(gctx, forward, &d.status.Stream, d.streamBinlogOnce)
+		err := d.reconnect(gctx, forward, &d.status.Stream, func(ctx context.Context) error { return d.streamLeg(ctx, b.fwd) })
 		if err == nil && ctx.Err() == nil && gctx.Err() != nil {
 			return nil
 		}
@@ -301,21 +349,22 @@ func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapsho
 	return g.Wait()
 }
 
-func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
-	b := d.binlog
-	posText, commitTime, ok, err := b.sink.position(ctx)
+// streamLeg runs one connection's worth of a leg's stream: from the checkpoint on the side it
+// writes to, until ctx ends or an error.
+func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
+	posText, commitTime, ok, err := l.sink.position(ctx)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("the stream checkpoint of migration %s is missing from %s.progress on the target; cancel the migration and start again", d.cfg.Name, mysql.StateDB)
+		return fmt.Errorf("the %s stream checkpoint of migration %s is missing from %s.progress; cancel the migration and start again", l.direction, d.cfg.Name, mysql.StateDB)
 	}
-	stream, err := b.source.stream(ctx, posText)
+	stream, err := l.source.stream(ctx, posText)
 	if err != nil {
 		return err
 	}
 	defer stream.close()
-	target, closeTarget, err := b.sink.writer(ctx, b.source, d.tables)
+	target, closeTarget, err := l.sink.writer(ctx, l.source, l.source.tableList())
 	if err != nil {
 		return err
 	}
@@ -324,15 +373,15 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 	events := make(chan cdc.Event, 8192)
 	lastCommit := commitTime
 	durable := func(pos cdc.Position, commitTime time.Time, st apply.BatchStats) {
-		b.rec.Durable(pos)
+		l.rec.Durable(pos)
 		stream.durable(pos)
-		d.countApplied(forward, &d.status.Stream, st)
+		d.countApplied(l.direction, l.status, st)
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if !commitTime.IsZero() {
 			lastCommit = commitTime
 		}
-		s := &d.status.Stream
+		s := l.status
 		s.AppliedPosition = snapshot.Unwrap(pos).String()
 		s.LastCommitTime = lastCommit
 		seconds := 0.0
@@ -340,23 +389,23 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 			seconds = max(0, time.Since(lastCommit).Seconds())
 		}
 		s.LagSeconds = seconds
-		d.m.LagSeconds.WithLabelValues(forward).Set(seconds)
+		d.m.LagSeconds.WithLabelValues(l.direction).Set(seconds)
 		if !lastCommit.IsZero() {
-			d.m.LastApplyTimestamp.WithLabelValues(forward).Set(float64(lastCommit.Unix()))
+			d.m.LastApplyTimestamp.WithLabelValues(l.direction).Set(float64(lastCommit.Unix()))
 		}
 	}
 	applier := apply.New(target, apply.Options{
 		MaxChanges: d.cfg.Apply.BatchChanges, MaxDelay: d.cfg.Apply.BatchDelay.Duration(),
 		HeartbeatEvery: d.cfg.Stream.HeartbeatInterval.Duration(),
 	}, durable, d.log)
-	d.m.StreamConnected.WithLabelValues(forward).Set(1)
+	d.m.StreamConnected.WithLabelValues(l.direction).Set(1)
 	d.mu.Lock()
-	d.status.Stream.Connected = true
+	l.status.Connected = true
 	d.mu.Unlock()
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stream.run(gctx, raw) })
-	g.Go(func() error { return b.rec.Filter(gctx, raw, events) })
+	g.Go(func() error { return l.rec.Filter(gctx, raw, events) })
 	g.Go(func() error { return applier.Run(gctx, events) })
 	g.Go(func() error {
 		// A heartbeat keeps lag true on an idle source, and shows the source's position.
@@ -366,10 +415,10 @@ func (d *Daemon) streamBinlogOnce(ctx context.Context) error {
 				return err
 			}
 			d.mu.Lock()
-			d.status.Stream.SourcePosition = pos
-			if len(raw)+len(events) == 0 && d.status.Stream.LagSeconds > 0 {
-				d.status.Stream.LagSeconds = 0
-				d.m.LagSeconds.WithLabelValues(forward).Set(0)
+			l.status.SourcePosition = pos
+			if len(raw)+len(events) == 0 && l.status.LagSeconds > 0 {
+				l.status.LagSeconds = 0
+				d.m.LagSeconds.WithLabelValues(l.direction).Set(0)
 			}
 			d.mu.Unlock()
 			return nil
@@ -460,14 +509,15 @@ func firstWords(q string) string {
 func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 	refuse := func(name string) server.ActionFunc {
 		return func(context.Context, server.ActionRequest) (any, error) {
-			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a migration with MySQL on either side in this version: the migration streams, and status and metrics show its progress; see docs/mysql.md for ending it by hand with `migrated complete`", name)}
+			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a migration between MySQL and PostgreSQL in this version (it is for MySQL → MySQL): the migration streams, and status and metrics show its progress; see docs/mysql.md for ending it by hand with `migrated complete`", name)}
 		}
 	}
-	out := map[string]server.ActionFunc{}
-	for _, a := range []string{"cutover", "rollback", "pause", "resume"} {
-		out[a] = refuse(a)
+	out := map[string]server.ActionFunc{"pause": d.Pause, "resume": d.Resume, "verify": d.verifyBinlog}
+	if d.binlog.ops != nil {
+		out["cutover"], out["rollback"] = d.Cutover, d.Rollback
+	} else {
+		out["cutover"], out["rollback"] = refuse("cutover"), refuse("rollback")
 	}
-	out["verify"] = d.verifyBinlog
 	out["cancel"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
 		return d.endBinlog(ctx, req, "cancel", "cancelled",
 			"cancelled: the stream stopped and its slot, publication or watermark rows are gone from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them")
@@ -497,17 +547,37 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 	if !ok {
 		return nil, conflict("%s refused: the migration has not started yet", action)
 	}
-	switch p := mig.ResumePhase(); {
+	p := mig.ResumePhase()
+	switch {
 	case p == "snapshotting" && action == "complete":
 		return nil, conflict("complete refused: the snapshot is not finished, so the target lacks rows; wait for phase streaming, or cancel")
-	case p != "snapshotting" && p != "streaming":
+	case p == "switched" && action == "cancel":
+		return nil, conflict("cancel refused: phase is switched, the target takes the writes; cancel abandons a migration before its cutover (after it, use rollback, then cancel; or complete)")
+	case p != "snapshotting" && p != "streaming" && p != "switched":
 		return nil, conflict("%s refused: phase is %s", action, mig.Phase)
+	}
+	if b.ops != nil {
+		if last, err := b.ops.LastOperation(ctx); err != nil {
+			return nil, err
+		} else if last != nil && last.FinishedAt == nil {
+			return nil, conflict("%s refused: the %s is not finished (%s); restart migrated to finish it first", action, last.Op, last.Error)
+		}
 	}
 	if err := b.stopWork(ctx); err != nil {
 		return nil, err
 	}
 	if err := b.source.release(ctx); err != nil {
 		return nil, err
+	}
+	if p == "switched" {
+		// The reverse stream's checkpoint on the old source, and its heartbeat rows on the target.
+		if err := withMy(ctx, b.src, func(c *client.Conn) error { return mysql.DropPosition(c, d.cfg.Name, reverse) }); err != nil {
+			return nil, err
+		}
+		if err := withMy(ctx, b.dst, func(c *client.Conn) error { return mysql.DropWatermarks(c, d.cfg.Name) }); err != nil {
+			return nil, err
+		}
+		msg = "completed: the reverse stream stopped and its checkpoint is gone from the old source, which stays read-only (SET GLOBAL read_only = OFF to reopen it); the target takes the writes; _migrated on the target keeps the history"
 	}
 	if err := b.sink.setPhase(ctx, phase, "", ""); err != nil {
 		return nil, err

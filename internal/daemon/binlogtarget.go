@@ -42,12 +42,22 @@ type binlogSink interface {
 	writer(ctx context.Context, src reconSource, tables []*schema.Table) (apply.Writer, func(), error)
 }
 
-// mysqlSink is a MySQL or MariaDB target.
+// mysqlSink is a MySQL or MariaDB target: the migration's target, or the old source the
+// reverse stream writes into.
 type mysqlSink struct {
 	d    *Daemon
 	addr mysql.Addr
-	mu   sync.Mutex
-	conn *client.Conn
+	// stream names the checkpoint the sink keeps: forward unless set.
+	stream string
+	mu     sync.Mutex
+	conn   *client.Conn
+}
+
+func (s *mysqlSink) streamName() string {
+	if s.stream == "" {
+		return forward
+	}
+	return s.stream
 }
 
 // state runs fn on the state session, one caller at a time: a go-mysql connection is not safe
@@ -139,7 +149,7 @@ func (s *mysqlSink) setPhase(ctx context.Context, phase, failedIn, reason string
 
 func (s *mysqlSink) position(ctx context.Context) (pos string, at time.Time, ok bool, err error) {
 	err = s.state(func(c *client.Conn) error {
-		pos, at, ok, err = mysql.ReadPosition(c, s.d.cfg.Name, forward)
+		pos, at, ok, err = mysql.ReadPosition(c, s.d.cfg.Name, s.streamName())
 		return err
 	})
 	return pos, at, ok, err
@@ -192,7 +202,7 @@ func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*sc
 	if _, ok := source.(*pgSource); ok {
 		return s.foreignWriter(ctx, tables, unique)
 	}
-	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, forward, tables)
+	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, s.streamName(), tables)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -29,6 +29,39 @@ import (
 // crash. It exists so the crash-recovery tests can hit every step.
 const FaultEnv = "MIGRATED_FAULT"
 
+// opStore keeps the operations and their journals, beside the migration's state on the target:
+// a state.Store on PostgreSQL, a mysql.OpStore on MySQL.
+type opStore interface {
+	BeginOperation(ctx context.Context, op string, phase state.Phase) (*state.Operation, error)
+	Journal(ctx context.Context, o *state.Operation, e state.JournalEntry, phase state.Phase) error
+	SaveOperation(ctx context.Context, o *state.Operation) error
+	FinishOperation(ctx context.Context, o *state.Operation, phase state.Phase) error
+	LastOperation(ctx context.Context) (*state.Operation, error)
+}
+
+// ops is the operation store of this migration.
+func (d *Daemon) ops() opStore {
+	if d.binlog != nil {
+		if d.binlog.ops == nil {
+			return nil
+		}
+		return d.binlog.ops
+	}
+	return d.store
+}
+
+// lastVerify is the newest verify result: kept on the target for PostgreSQL, in memory for a
+// migration with MySQL on either side (a restart forgets it).
+func (d *Daemon) lastVerify(ctx context.Context) (verify.Result, bool, error) {
+	if d.binlog != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		r := d.binlog.verified
+		return r, !r.FinishedAt.IsZero(), nil
+	}
+	return verify.Last(ctx, d.target, d.cfg.Name)
+}
+
 // opRun is one cutover or rollback being driven through its journal.
 type opRun struct {
 	*state.Operation
@@ -87,7 +120,7 @@ func (d *Daemon) operate(ctx context.Context, op cutover.Op, req server.ActionRe
 	if op == cutover.OpRollback {
 		phase = state.PhaseRollingBack
 	}
-	o, err := d.store.BeginOperation(ctx, string(op), phase)
+	o, err := d.ops().BeginOperation(ctx, string(op), phase)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +162,7 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 		VerifyAge: d.cfg.Cutover.VerifyMaxAge.Duration(), Now: now,
 	}
 	f.InWindow, f.WindowErr = d.cfg.Cutover.InWindow(now)
-	if res, ok, err := verify.Last(ctx, d.target, d.cfg.Name); err == nil && ok && !res.FinishedAt.IsZero() {
+	if res, ok, err := d.lastVerify(ctx); err == nil && ok && !res.FinishedAt.IsZero() {
 		f.VerifiedAt, f.VerifyClean, f.VerifyError = res.FinishedAt, res.Clean && res.Error == "", res.Error
 	}
 	f.ReverseErr = d.probeReverse(ctx)
@@ -160,6 +193,9 @@ func confirmCheck(name, confirm string) cutover.Check {
 // fenceCheck tells whether migrated's roles can fence and unfence both sides: a cutover fences
 // the source and opens the target, a rollback the other way round.
 func (d *Daemon) fenceCheck(ctx context.Context) cutover.Check {
+	if d.binlog != nil {
+		return d.binlogFenceCheck(ctx)
+	}
 	var problems []string
 	for _, dsn := range []string{d.srcDSN, d.dstDSN} {
 		conn, err := d.connect(ctx, dsn)
@@ -181,6 +217,9 @@ func (d *Daemon) fenceCheck(ctx context.Context) cutover.Check {
 // probeReverse checks that the target can serve the reverse stream: logical WAL, a free slot and
 // sender, and the privileges, as preflight checks the source.
 func (d *Daemon) probeReverse(ctx context.Context) error {
+	if d.binlog != nil {
+		return d.binlogProbeReverse(ctx)
+	}
 	conn, err := d.connect(ctx, d.dstDSN)
 	if err != nil {
 		return fmt.Errorf("connect to the target: %w", err)
@@ -203,7 +242,7 @@ func (d *Daemon) probeReverse(ctx context.Context) error {
 
 // loadOperation shows the last operation in status after a restart.
 func (d *Daemon) loadOperation(ctx context.Context) error {
-	o, err := d.store.LastOperation(ctx)
+	o, err := d.ops().LastOperation(ctx)
 	if err != nil || o == nil {
 		return err
 	}
@@ -220,7 +259,7 @@ func (d *Daemon) recoverOperation(ctx context.Context) error {
 		return err
 	}
 	defer d.release()
-	o, err := d.store.LastOperation(ctx)
+	o, err := d.ops().LastOperation(ctx)
 	if err != nil {
 		return err
 	}
@@ -228,8 +267,10 @@ func (d *Daemon) recoverOperation(ctx context.Context) error {
 		return nil
 	}
 	run := &opRun{Operation: o, op: cutover.Op(o.Op)}
-	if run.fence, err = postgres.ParseLSN(o.FencePosition); err != nil && o.FencePosition != "" {
-		return err
+	if d.binlog == nil {
+		if run.fence, err = postgres.ParseLSN(o.FencePosition); err != nil && o.FencePosition != "" {
+			return err
+		}
 	}
 	if len(o.Journal) == 0 {
 		// Recorded but never started: nothing was changed, and a restart must not start a
@@ -306,7 +347,7 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 			if next.Aborting {
 				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SHOW default_transaction_read_only in a new session, and lift it with ALTER DATABASE ... RESET default_transaction_read_only", o.op.Fenced())
 			}
-			_ = d.store.SaveOperation(ctx, o.Operation)
+			_ = d.ops().SaveOperation(ctx, o.Operation)
 			d.publishOperation(o, string(next.Step))
 			return errors.New(o.Error)
 		}
@@ -330,7 +371,7 @@ func (d *Daemon) finish(ctx context.Context, o *opRun, next cutover.Action, caus
 			o.WriteUnavailableSeconds = time.Since(o.fencedAt).Seconds()
 		}
 	}
-	if err := d.store.FinishOperation(ctx, o.Operation, phase); err != nil {
+	if err := d.ops().FinishOperation(ctx, o.Operation, phase); err != nil {
 		return err
 	}
 	d.showPhase(phase, "")
@@ -382,7 +423,7 @@ func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step, undoi
 	if step == cutover.CommitStep(o.op) {
 		phase = o.phaseAfter(false)
 	}
-	if err := d.store.SaveOperation(context.WithoutCancel(ctx), o.Operation); err != nil {
+	if err := d.ops().SaveOperation(context.WithoutCancel(ctx), o.Operation); err != nil {
 		return err
 	}
 	if err := d.writeJournal(ctx, o, state.JournalEntry{Step: string(step), State: string(cutover.Done), Detail: detail}, phase); err != nil {
@@ -401,11 +442,11 @@ func (d *Daemon) runStep(ctx context.Context, o *opRun, step cutover.Step, undoi
 func (d *Daemon) writeJournal(ctx context.Context, o *opRun, e state.JournalEntry, phase state.Phase) error {
 	jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	err := d.store.Journal(jctx, o.Operation, e, phase)
+	err := d.ops().Journal(jctx, o.Operation, e, phase)
 	if err == nil {
 		return nil
 	}
-	if last, lerr := d.store.LastOperation(jctx); lerr == nil && last != nil && last.ID == o.ID {
+	if last, lerr := d.ops().LastOperation(jctx); lerr == nil && last != nil && last.ID == o.ID {
 		o.Journal = last.Journal
 	}
 	return err
@@ -443,6 +484,9 @@ type stepFunc func(ctx context.Context, o *opRun) (detail string, err error)
 // stepFunc is the work of a step. A rollback's steps are a cutover's with the two streams
 // swapped, so most share one implementation that reads the sides from the operation's legs.
 func (d *Daemon) stepFunc(s cutover.Step) stepFunc {
+	if d.binlog != nil {
+		return d.binlogStep(s)
+	}
 	switch s {
 	case cutover.StepFence, cutover.StepFenceTarget:
 		return d.fence
@@ -734,19 +778,7 @@ func (d *Daemon) writable(ctx context.Context, o *opRun) (string, error) {
 // the operator is told to route by hand.
 func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 	old, now := d.legs(o.op)
-	f := hooks.Facts{Migration: d.cfg.Name, Op: string(o.op), Writable: d.side(now.fromDSN),
-		WritableEngine: d.endpoint(now.fromDSN).Engine, WritableDSN: d.endpoint(now.fromDSN).Redacted(),
-		FencedDSN: d.endpoint(old.fromDSN).Redacted(), FencePosition: o.FencePosition,
-		WriteUnavailableSeconds: o.WriteUnavailableSeconds, At: time.Now()}
-	detail := "routed"
-	if !o.routed { // a retry after a failed drop does not route twice
-		if err := hooks.Run(ctx, d.cfg.Cutover.Hooks, f); err != nil {
-			o.HookError = err.Error()
-			d.log.Error("routing hook failed; route the application by hand", zap.Error(err))
-			detail = "hook failed: " + err.Error()
-		}
-		o.routed = true
-	}
+	detail := d.runHooks(ctx, o, d.side(now.fromDSN), d.endpoint(now.fromDSN), d.endpoint(old.fromDSN))
 	// The old stream's slot goes after the hooks: an unreachable old side must not keep the
 	// application from being routed; a failed drop is retried. The forward publication stays,
 	// since a rollback streams forward again through it.
@@ -757,6 +789,26 @@ func (d *Daemon) route(ctx context.Context, o *opRun) (string, error) {
 		d.m.SourceSlotRetainedBytes.Set(0) // the forward slot is gone
 	}
 	return detail, nil
+}
+
+// runHooks runs the routing hooks once per operation, and returns the step's detail. A hook
+// failure is recorded and shown, never undone.
+func (d *Daemon) runHooks(ctx context.Context, o *opRun, writable string, now, old config.Endpoint) string {
+	if o.routed { // a retry after a failed later part does not route twice
+		return "routed"
+	}
+	f := hooks.Facts{Migration: d.cfg.Name, Op: string(o.op), Writable: writable,
+		WritableEngine: now.Engine, WritableDSN: now.Redacted(),
+		FencedDSN: old.Redacted(), FencePosition: o.FencePosition,
+		WriteUnavailableSeconds: o.WriteUnavailableSeconds, At: time.Now()}
+	detail := "routed"
+	if err := hooks.Run(ctx, d.cfg.Cutover.Hooks, f); err != nil {
+		o.HookError = err.Error()
+		d.log.Error("routing hook failed; route the application by hand", zap.Error(err))
+		detail = "hook failed: " + err.Error()
+	}
+	o.routed = true
+	return detail
 }
 
 // undo returns the system to where it was before an operation that aborted before its commit:

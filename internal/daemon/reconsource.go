@@ -34,6 +34,8 @@ type reconSource interface {
 	// uniqueTables lists the tables with a unique key besides the row key on the source: the
 	// target has it too once post-data has run.
 	uniqueTables(ctx context.Context) ([]cdc.TableID, error)
+	// tableList is the tables the stream reads, as the source names them.
+	tableList() []*schema.Table
 }
 
 // sourceStream is one connection's worth of change stream.
@@ -46,10 +48,30 @@ type sourceStream interface {
 	close()
 }
 
-// mysqlSource is a MySQL or MariaDB source.
+// mysqlSource is a MySQL or MariaDB source: the migration's source, or the target read back by
+// the reverse stream.
 type mysqlSource struct {
 	d    *Daemon
 	addr mysql.Addr
+	// direction is the stream's, forward unless set.
+	direction string
+	// tables, when set, are the tables read (the target's, for the reverse stream); the
+	// migration's tables otherwise.
+	tables []*schema.Table
+}
+
+func (s *mysqlSource) tableList() []*schema.Table {
+	if s.tables != nil {
+		return s.tables
+	}
+	return s.d.tables
+}
+
+func (s *mysqlSource) streamDirection() string {
+	if s.direction == "" {
+		return forward
+	}
+	return s.direction
 }
 
 func (s *mysqlSource) watermarkTable() cdc.TableID {
@@ -139,19 +161,24 @@ func (s *mysqlSource) stream(ctx context.Context, resume string) (sourceStream, 
 		src.Close()
 		return nil, err
 	}
-	hb, err := mysql.NewSnapshotSource(ctx, s.addr, s.d.tables)
+	hb, err := mysql.NewSnapshotSource(ctx, s.addr, s.tableList())
 	if err != nil {
 		src.Close()
 		return nil, err
 	}
 	d := s.d
+	dir := s.streamDirection()
+	id := d.serverID()
+	if dir == reverse {
+		id ^= 1 // another server, but never the same replica id for the two streams
+	}
 	st := mysql.NewStream(mysql.StreamOptions{
-		Addr: s.addr, ServerID: d.serverID(), Tables: d.tables, Resume: pos,
+		Addr: s.addr, ServerID: id, Tables: s.tableList(), Resume: pos,
 		Heartbeat: d.cfg.Stream.HeartbeatInterval.Duration(),
-		OnChange:  d.m.ChangesReceived.WithLabelValues(forward).Inc,
-		Log:       d.log.Named("stream"),
+		OnChange:  d.m.ChangesReceived.WithLabelValues(dir).Inc,
+		Log:       d.log.Named("stream").With(zap.String("direction", dir)),
 	})
-	d.log.Info("streaming", zap.String("direction", forward), zap.String("from", pos.String()), zap.String("flavor", flavor))
+	d.log.Info("streaming", zap.String("direction", dir), zap.String("from", pos.String()), zap.String("flavor", flavor))
 	return &mysqlStream{s: st, src: src, hb: hb, name: d.cfg.Name}, nil
 }
 
@@ -185,6 +212,8 @@ type pgSource struct {
 }
 
 func (s *pgSource) watermarkTable() cdc.TableID { return postgres.WatermarkRelation.Table }
+
+func (s *pgSource) tableList() []*schema.Table { return s.d.tables }
 
 func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table, error) {
 	src, err := pgx.Connect(ctx, s.dsn)

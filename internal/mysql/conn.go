@@ -97,6 +97,7 @@ func Connect(ctx context.Context, a Addr) (*client.Conn, error) {
 		return nil, fmt.Errorf("connect to mysql %s@%s/%s: %w", a.User, a.HostPort(), a.DB, redact(err, a.Password))
 	}
 	c.SetAttributes(map[string]string{"program_name": "migrated"})
+	remember(serverKey(a), c.GetConnectionID())
 	if _, err := c.Execute(sessionSetup); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("set up the mysql session: %w", err)
