@@ -1,0 +1,438 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/migrated/migrated/internal/testenv"
+)
+
+// newMyEnvTwo is a MariaDB → MariaDB migration between two servers of the test's own, with an
+// application account that a fence stops (it lacks READ ONLY ADMIN).
+func newMyEnvTwo(t *testing.T, name string) *myEnv {
+	t.Helper()
+	testenv.SkipIfShort(t)
+	var servers [2]*testenv.MariaDB
+	for i := range servers {
+		m, err := testenv.StartMariaDB(testenv.MariaDBOptions{})
+		if err != nil {
+			testenv.SkipOrFail(t, err)
+		}
+		t.Cleanup(func() { m.Stop() })
+		servers[i] = m
+	}
+	e := &myEnv{m: servers[0], dm: servers[1], srcDB: "shop", dstDB: "shop_new", serverAddr: servers[0].Addr()}
+	ctx := context.Background()
+	for i, db := range []string{e.srcDB, e.dstDB} {
+		m := servers[i]
+		if err := m.CreateDB(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{
+			"CREATE USER 'app'@'%' IDENTIFIED BY 'app'",
+			"GRANT SELECT, INSERT, UPDATE, DELETE ON `" + db + "`.* TO 'app'@'%'",
+		} {
+			if err := m.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	e.srcDSN, e.dstDSN = e.m.DSN(e.srcDB), e.dm.DSN(e.dstDB)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.env = &env{t: t, name: name, dir: t.TempDir(), listen: fmt.Sprintf("127.0.0.1:%d", port)}
+	e.writeMyConfig(fmt.Sprintf(`cutover:
+  max-lag: 30s
+  timeout: 15s
+  verify-max-age: 1h
+  sequence-gap: 1000
+  hooks:
+    exec: ["/bin/sh", "-c", "echo $MIGRATED_WRITABLE > %[1]s/route.tmp && mv %[1]s/route.tmp %[1]s/route"]
+verify:
+  chunk-rows: 500
+`, e.dir))
+	if err := os.WriteFile(filepath.Join(e.dir, "route"), []byte("source\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// readOnly reports whether the server holding db is fenced.
+func (e *myEnv) readOnly(db string) bool {
+	e.t.Helper()
+	c := e.conn(db)
+	defer c.Close()
+	r, err := c.Execute("SELECT @@GLOBAL.read_only")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	v, _ := r.GetInt(0, 0)
+	return v == 1
+}
+
+// seedOrders creates the tables the routed writer keeps consistent: every order's amount is in
+// its account's balance, in one transaction.
+func (e *myEnv) seedOrders() {
+	c := e.conn(e.srcDB)
+	defer c.Close()
+	e.mustExec(c,
+		"CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT NOT NULL)",
+		"CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, acct INT NOT NULL, amount INT NOT NULL, side VARCHAR(8) NOT NULL, KEY by_acct (acct))")
+	for i := 1; i <= 20; i++ {
+		e.mustExec(c, fmt.Sprintf("INSERT INTO accounts VALUES (%d, 0)", i))
+	}
+}
+
+// routedWriter is the application of a cutover test: it writes to the side the routing hook
+// names, as the application account, and keeps the order ids whose commit it was told of.
+type routedWriter struct {
+	e    *myEnv
+	stop chan struct{}
+	wg   sync.WaitGroup
+	err  atomic.Value
+
+	mu      sync.Mutex
+	route   string
+	epoch   int               // how many times the route changed
+	ids     map[int64]int     // acknowledged order id → epoch of its insert
+	acks    map[string]int    // acknowledged transactions per side
+	first   map[int]int64     // smallest id inserted in each epoch
+	last    map[int]int64     // largest id inserted in each epoch
+	open    map[string]string // side → database
+	refused atomic.Int64
+}
+
+func (e *myEnv) startRoutedWriter(workers int) *routedWriter {
+	w := &routedWriter{e: e, stop: make(chan struct{}), route: "source", ids: map[int64]int{}, acks: map[string]int{},
+		first: map[int]int64{}, last: map[int]int64{}, open: map[string]string{"source": e.srcDB, "target": e.dstDB}}
+	for i := range workers {
+		w.wg.Add(1)
+		go w.run(rand.New(rand.NewPCG(uint64(i), 7)))
+	}
+	return w
+}
+
+// side reads the route the hook wrote, and counts its changes.
+func (w *routedWriter) side() (string, int) {
+	b, err := os.ReadFile(filepath.Join(w.e.dir, "route"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := strings.TrimSpace(string(b)); err == nil && s != w.route && (s == "source" || s == "target") {
+		w.route = s
+		w.epoch++
+	}
+	return w.route, w.epoch
+}
+
+func (w *routedWriter) run(r *rand.Rand) {
+	defer w.wg.Done()
+	var c *client.Conn
+	var on string
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		side, epoch := w.side()
+		if c == nil || on != side {
+			if c != nil {
+				c.Close()
+			}
+			m := w.e.m
+			if side == "target" {
+				m = w.e.dm
+			}
+			var err error
+			if c, err = client.Connect(m.Addr(), "app", "app", w.open[side]); err != nil {
+				c = nil
+				w.refused.Add(1)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			on = side
+		}
+		if err := w.step(c, r, side, epoch); err != nil {
+			if _, ok := err.(fatalWrite); ok {
+				w.err.Store(err)
+				return
+			}
+			// Refused by the fence, or the session was ended: not committed; try again on
+			// whatever side the route names now.
+			w.refused.Add(1)
+			c.Close()
+			c = nil
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+type fatalWrite struct{ error }
+
+// step runs one transaction: an order (insert, and the balance), a cancelled order (delete, and
+// the balance back), or an order moved to a new id. It returns an error when nothing committed;
+// a COMMIT whose outcome is unknown forgets the ids it touched.
+func (w *routedWriter) step(c *client.Conn, r *rand.Rand, side string, epoch int) error {
+	exec := func(q string) (*gomysql.Result, error) { return c.Execute(q) }
+	if _, err := exec("BEGIN"); err != nil {
+		return err
+	}
+	var touched []int64
+	var inserted int64
+	switch k := r.IntN(10); {
+	case k < 7:
+		acct, amount := 1+r.IntN(20), r.IntN(1000)-300
+		res, err := exec(fmt.Sprintf("INSERT INTO orders (acct, amount, side) VALUES (%d, %d, '%s')", acct, amount, side))
+		if err != nil {
+			return err
+		}
+		inserted = int64(res.InsertId)
+		if _, err := exec(fmt.Sprintf("UPDATE accounts SET balance = balance + %d WHERE id = %d", amount, acct)); err != nil {
+			return err
+		}
+	default:
+		id, ok := w.pick(r)
+		if !ok {
+			_, _ = exec("ROLLBACK")
+			return nil
+		}
+		touched = []int64{id}
+		res, err := exec(fmt.Sprintf("SELECT acct, amount FROM orders WHERE id = %d FOR UPDATE", id))
+		if err != nil {
+			return err
+		}
+		if res.RowNumber() == 0 {
+			_, _ = exec("ROLLBACK")
+			return nil
+		}
+		acct, _ := res.GetInt(0, 0)
+		amount, _ := res.GetInt(0, 1)
+		if k == 7 {
+			if _, err := exec(fmt.Sprintf("DELETE FROM orders WHERE id = %d", id)); err != nil {
+				return err
+			}
+			if _, err := exec(fmt.Sprintf("UPDATE accounts SET balance = balance - %d WHERE id = %d", amount, acct)); err != nil {
+				return err
+			}
+		} else {
+			if id >= 1e9 {
+				_, _ = exec("ROLLBACK")
+				return nil
+			}
+			if _, err := exec(fmt.Sprintf("UPDATE orders SET id = %d WHERE id = %d", id+1e9, id)); err != nil {
+				return err
+			}
+			touched = append(touched, id+1e9)
+		}
+	}
+	_, err := exec("COMMIT")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		var myErr *gomysql.MyError
+		if asMyErr(err, &myErr) {
+			return err // refused: nothing committed
+		}
+		for _, id := range touched { // unknown outcome
+			delete(w.ids, id)
+		}
+		return err
+	}
+	w.acks[side]++
+	if inserted != 0 {
+		w.ids[inserted] = epoch
+		if f, ok := w.first[epoch]; !ok || inserted < f {
+			w.first[epoch] = inserted
+		}
+		w.last[epoch] = max(w.last[epoch], inserted)
+	}
+	if len(touched) == 1 { // deleted
+		delete(w.ids, touched[0])
+	}
+	if len(touched) == 2 {
+		w.ids[touched[1]] = w.ids[touched[0]]
+		delete(w.ids, touched[0])
+	}
+	return nil
+}
+
+func (w *routedWriter) pick(r *rand.Rand) (int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := r.IntN(len(w.ids) + 1)
+	for id := range w.ids {
+		if n == 0 {
+			return id, true
+		}
+		n--
+	}
+	return 0, false
+}
+
+func (w *routedWriter) acked(side string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.acks[side]
+}
+
+func (w *routedWriter) finish(t *testing.T) {
+	t.Helper()
+	close(w.stop)
+	w.wg.Wait()
+	if err, _ := w.err.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("routed writer: %v acknowledged per side, %d writes refused and retried", w.acks, w.refused.Load())
+}
+
+// waitAcked waits until the writer has n more acknowledged transactions on side.
+func (e *myEnv) waitAcked(d *proc, w *routedWriter, side string, n int) {
+	e.t.Helper()
+	want := w.acked(side) + n
+	e.waitFor(d, fmt.Sprintf("%d writes on the %s", n, side), time.Minute, func() bool { return w.acked(side) >= want })
+}
+
+// checkLedger checks, on db, what the application relies on: every acknowledged order is there,
+// and every balance is the sum of its account's orders.
+func (e *myEnv) checkLedger(w *routedWriter, db string) {
+	e.t.Helper()
+	c := e.conn(db)
+	defer c.Close()
+	r, err := c.Execute("SELECT id FROM orders")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	have := map[int64]bool{}
+	for i := range r.RowNumber() {
+		id, _ := r.GetInt(i, 0)
+		have[id] = true
+	}
+	lost := 0
+	for id := range w.ids {
+		if !have[id] {
+			lost++
+			if lost <= 5 {
+				e.t.Errorf("%s: acknowledged order %d is missing", db, id)
+			}
+		}
+	}
+	if lost > 0 {
+		e.t.Errorf("%s: %d acknowledged orders lost", db, lost)
+	}
+	r, err = c.Execute("SELECT a.id, a.balance, coalesce(sum(o.amount), 0) FROM accounts a LEFT JOIN orders o ON o.acct = a.id GROUP BY a.id, a.balance HAVING a.balance <> coalesce(sum(o.amount), 0)")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := range r.RowNumber() {
+		id, _ := r.GetInt(i, 0)
+		bal, _ := r.GetInt(i, 1)
+		sum, _ := r.GetString(i, 2)
+		e.t.Errorf("%s: account %d balance %d, orders sum %s: a transaction was applied in part", db, id, bal, sum)
+	}
+}
+
+// TestMariaDBCutoverAndRollback moves a MariaDB database to another server under a live writer,
+// cuts over with the writer following the routing hook, writes on the new side (through a kill
+// and restart of migrated in the dual-write phase), rolls back, writes on the old side again,
+// and ends with both sides equal and nothing the application was told of lost.
+func TestMariaDBCutoverAndRollback(t *testing.T) {
+	e := newMyEnvTwo(t, "mycut")
+	e.seedMySQL(5000)
+	e.seedOrders()
+	w := e.startMyWriter(5000, 2)
+	defer w.halt()
+	d := e.start()
+	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })
+	w.finish(t)
+	e.waitMyCaughtUp(d)
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Fatalf("verify: %s", out)
+	}
+
+	rw := e.startRoutedWriter(2)
+	defer func() {
+		select {
+		case <-rw.stop:
+		default:
+			close(rw.stop)
+			rw.wg.Wait()
+		}
+	}()
+	e.waitAcked(d, rw, "source", 50)
+	out := e.mustCLI("cutover", "--confirm", e.name)
+	t.Logf("cutover:\n%s", out)
+	if p := e.phase(); p != "switched" {
+		t.Fatalf("phase after the cutover %s", p)
+	}
+	if !e.readOnly(e.srcDB) || e.readOnly(e.dstDB) {
+		t.Fatalf("after the cutover: source read_only %v, target read_only %v", e.readOnly(e.srcDB), e.readOnly(e.dstDB))
+	}
+	e.waitAcked(d, rw, "target", 50)
+	d.kill()
+	t.Log("killed in the dual-write phase")
+	d = e.start()
+	e.waitFor(d, "the reverse stream to run again", 2*time.Minute, func() bool {
+		return e.phase() == "switched" && e.statusField("reverse", "connected") == true
+	})
+	e.waitAcked(d, rw, "target", 50)
+
+	out = e.mustCLI("rollback", "--confirm", e.name)
+	t.Logf("rollback:\n%s", out)
+	if p := e.phase(); p != "streaming" {
+		t.Fatalf("phase after the rollback %s", p)
+	}
+	if e.readOnly(e.srcDB) || !e.readOnly(e.dstDB) {
+		t.Fatalf("after the rollback: source read_only %v, target read_only %v", e.readOnly(e.srcDB), e.readOnly(e.dstDB))
+	}
+	e.waitAcked(d, rw, "source", 50)
+	rw.finish(t)
+	e.waitMyCaughtUp(d)
+	e.stop(d)
+
+	e.compareMy("accounts", "orders")
+	e.checkLedger(rw, e.srcDB)
+	e.checkLedger(rw, e.dstDB)
+	// Each side that took writes started its ids past the other side's by the gap.
+	if rw.first[1] <= rw.last[0]+1000 {
+		t.Errorf("first id on the target %d, last on the source before the cutover %d: the target's AUTO_INCREMENT was not moved past the source's", rw.first[1], rw.last[0])
+	}
+	if rw.first[2] <= rw.last[1]+1000 {
+		t.Errorf("first id on the source after the rollback %d, last on the target %d: the source's AUTO_INCREMENT was not moved past the target's", rw.first[2], rw.last[1])
+	}
+	c := e.conn(e.dstDB)
+	defer c.Close()
+	r, err := c.Execute("SELECT op, outcome, write_unavailable_seconds FROM _migrated.operations WHERE migration = ? ORDER BY id", e.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for i := range r.RowNumber() {
+		op, _ := r.GetString(i, 0)
+		outcome, _ := r.GetString(i, 1)
+		secs, _ := r.GetFloat(i, 2)
+		ops = append(ops, op+":"+outcome)
+		t.Logf("%s %s, write pause %.3f s", op, outcome, secs)
+	}
+	if strings.Join(ops, ",") != "cutover:done,rollback:done" {
+		t.Errorf("operations recorded %v", ops)
+	}
+}
