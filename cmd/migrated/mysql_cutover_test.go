@@ -378,14 +378,38 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 		}
 	}()
 	e.waitAcked(d, rw, "source", 50)
-	out := e.mustCLI("cutover", "--confirm", e.name)
-	t.Logf("cutover:\n%s", out)
-	if p := e.phase(); p != "switched" {
-		t.Fatalf("phase after the cutover %s", p)
+
+	// A paused stream refuses the cutover, and resumes.
+	if out := e.mustCLI("pause"); e.statusField("paused") != true {
+		t.Fatalf("after pause: status paused = %v:\n%s", e.statusField("paused"), out)
 	}
+	if out, code := e.cli("cutover", "--confirm", e.name); code == 0 || !strings.Contains(out, "paused") {
+		t.Fatalf("cutover while paused: exit %d, want a refusal naming the pause:\n%s", code, out)
+	}
+	e.mustCLI("resume")
+
+	// A crash before the commit undoes the cutover; the verify result survives the restart.
+	ready := func() bool { return e.phase() == "streaming" && e.statusField("stream", "connected") == true }
+	d = e.crashAt(d, "drain", ready, "cutover", "--confirm", e.name)
+	e.waitRecovered(d, "streaming", "drain")
+	if e.readOnly(e.srcDB) || e.readOnly(e.dstDB) {
+		t.Fatalf("after the undone cutover: source read_only %v, target read_only %v", e.readOnly(e.srcDB), e.readOnly(e.dstDB))
+	}
+	if r := strings.TrimSpace(readFile(t, filepath.Join(e.dir, "route"))); r != "source" {
+		t.Fatalf("the undone cutover routed to %q", r)
+	}
+	e.waitAcked(d, rw, "source", 50)
+
+	// A crash after the commit rolls the cutover forward.
+	d = e.crashAt(d, "target-writable", ready, "cutover", "--confirm", e.name)
+	e.waitRecovered(d, "switched", "target-writable")
+	t.Logf("cutover after a crash at target-writable: %v", e.statusField("operation", "step_seconds"))
 	if !e.readOnly(e.srcDB) || e.readOnly(e.dstDB) {
 		t.Fatalf("after the cutover: source read_only %v, target read_only %v", e.readOnly(e.srcDB), e.readOnly(e.dstDB))
 	}
+	e.waitFor(d, "the hook to route to the target", time.Minute, func() bool {
+		return strings.TrimSpace(readFile(t, filepath.Join(e.dir, "route"))) == "target"
+	})
 	e.waitAcked(d, rw, "target", 50)
 	d.kill()
 	t.Log("killed in the dual-write phase")
@@ -395,7 +419,7 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 	})
 	e.waitAcked(d, rw, "target", 50)
 
-	out = e.mustCLI("rollback", "--confirm", e.name)
+	out := e.mustCLI("rollback", "--confirm", e.name)
 	t.Logf("rollback:\n%s", out)
 	if p := e.phase(); p != "streaming" {
 		t.Fatalf("phase after the rollback %s", p)
@@ -432,7 +456,7 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 		ops = append(ops, op+":"+outcome)
 		t.Logf("%s %s, write pause %.3f s", op, outcome, secs)
 	}
-	if strings.Join(ops, ",") != "cutover:done,rollback:done" {
+	if strings.Join(ops, ",") != "cutover:aborted,cutover:done,rollback:done" {
 		t.Errorf("operations recorded %v", ops)
 	}
 }

@@ -176,6 +176,14 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 		}
 	}
 	d.showTables(nil)
+	if r, ok, err := b.sink.loadVerify(ctx); err != nil {
+		return err
+	} else if ok {
+		d.mu.Lock()
+		b.verified = r
+		d.mu.Unlock()
+		d.showVerify(r, false)
+	}
 	d.mu.Lock()
 	d.actionable = true
 	d.runCtx = ctx

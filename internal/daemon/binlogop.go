@@ -22,6 +22,7 @@ import (
 	"github.com/migrated/migrated/internal/snapshot"
 	"github.com/migrated/migrated/internal/state"
 	"github.com/migrated/migrated/internal/verify"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -270,10 +271,27 @@ func (d *Daemon) startLegMy(ctx context.Context, o *opRun) (string, error) {
 func (d *Daemon) commitMy(_ context.Context, o *opRun) (string, error) {
 	if o.op == cutover.OpRollback {
 		d.mu.Lock()
-		d.binlog.verified = verify.Result{}
+		r := d.binlog.verified
 		d.mu.Unlock()
+		r.Clean, r.Error = false, "rolled back; verify again before the next cutover"
+		if err := d.keepVerify(context.Background(), r); err != nil {
+			return "", err
+		}
+		d.showVerify(r, false)
 	}
 	return "committed", nil
+}
+
+// keepVerify records the newest verify result on the target, and for the preconditions.
+func (d *Daemon) keepVerify(ctx context.Context, r verify.Result) error {
+	d.mu.Lock()
+	d.binlog.verified = r
+	d.mu.Unlock()
+	if err := d.binlog.sink.saveVerify(ctx, r); err != nil {
+		d.log.Error("record the verify result", zap.Error(err))
+		return err
+	}
+	return nil
 }
 
 // writableMy lifts the fence on the side that takes writes from now on.

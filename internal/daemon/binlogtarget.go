@@ -20,6 +20,7 @@ import (
 	"github.com/migrated/migrated/internal/postgres"
 	"github.com/migrated/migrated/internal/schema"
 	"github.com/migrated/migrated/internal/state"
+	"github.com/migrated/migrated/internal/verify"
 	"go.uber.org/zap"
 )
 
@@ -40,6 +41,9 @@ type binlogSink interface {
 	// post runs the post-data statements not yet done, recording each.
 	post(ctx context.Context, mig *mysql.Migration) error
 	writer(ctx context.Context, src reconSource, tables []*schema.Table) (apply.Writer, func(), error)
+	// saveVerify and loadVerify keep the newest verify result beside the state.
+	saveVerify(ctx context.Context, r verify.Result) error
+	loadVerify(ctx context.Context) (verify.Result, bool, error)
 }
 
 // mysqlSink is a MySQL or MariaDB target: the migration's target, or the old source the
@@ -210,6 +214,28 @@ func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*sc
 	return t, t.Close, nil
 }
 
+func (s *mysqlSink) saveVerify(_ context.Context, r verify.Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.state(func(c *client.Conn) error { return mysql.SaveVerify(c, s.d.cfg.Name, string(b)) })
+}
+
+func (s *mysqlSink) loadVerify(context.Context) (r verify.Result, ok bool, err error) {
+	var text string
+	if err = s.state(func(c *client.Conn) (err error) {
+		text, ok, err = mysql.LoadVerify(c, s.d.cfg.Name)
+		return err
+	}); err != nil || !ok {
+		return r, false, err
+	}
+	if err := json.Unmarshal([]byte(text), &r); err != nil {
+		return r, false, fmt.Errorf("read the verify record on the target: %w", err)
+	}
+	return r, true, nil
+}
+
 func (s *mysqlSink) typeMap() schema.TypeMap {
 	var tm schema.TypeMap
 	_ = s.state(func(c *client.Conn) error {
@@ -321,6 +347,31 @@ func (s *pgSink) close() {
 	if s.pool != nil {
 		s.pool.Close()
 	}
+}
+
+// crossVerifySQL keeps the newest verify result of a migration from MySQL on a PostgreSQL
+// target, as JSON.
+const crossVerifySQL = `CREATE TABLE IF NOT EXISTS _migrated.cross_verify (migration text PRIMARY KEY, result jsonb NOT NULL)`
+
+func (s *pgSink) saveVerify(ctx context.Context, r verify.Result) error {
+	if _, err := s.pool.Exec(ctx, crossVerifySQL); err != nil {
+		return fmt.Errorf("create the verify record on the target: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO _migrated.cross_verify VALUES ($1, $2) ON CONFLICT (migration) DO UPDATE SET result = EXCLUDED.result`, s.d.cfg.Name, r); err != nil {
+		return fmt.Errorf("record the verify result on the target: %w", err)
+	}
+	return nil
+}
+
+func (s *pgSink) loadVerify(ctx context.Context) (r verify.Result, ok bool, err error) {
+	if _, err := s.pool.Exec(ctx, crossVerifySQL); err != nil {
+		return r, false, fmt.Errorf("create the verify record on the target: %w", err)
+	}
+	err = s.pool.QueryRow(ctx, `SELECT result FROM _migrated.cross_verify WHERE migration = $1`, s.d.cfg.Name).Scan(&r)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, false, nil
+	}
+	return r, err == nil, err
 }
 
 func (s *pgSink) typeMap() schema.TypeMap {

@@ -43,9 +43,7 @@ func (d *Daemon) verifyBinlog(ctx context.Context, _ server.ActionRequest) (any,
 		sum := res.Summary()
 		d.finishVerify(runCtx, sum, err)
 		if err == nil {
-			d.mu.Lock()
-			d.binlog.verified = sum
-			d.mu.Unlock()
+			d.keepVerify(runCtx, sum)
 		}
 		if err == nil {
 			d.log.Info("verify finished", zap.Bool("clean", sum.Clean), zap.Int64("chunks", sum.Chunks), zap.Int64("mismatched_chunks", sum.Mismatched))

@@ -109,3 +109,30 @@ func SetPostDone(c *client.Conn, name string, n int) error {
 	}
 	return nil
 }
+
+// The newest verify result of each migration, as JSON, so that a restart keeps it.
+const verifySQL = "CREATE TABLE IF NOT EXISTS `" + StateDB + "`.`verify_result` (\n" +
+	"  `migration` varchar(64) NOT NULL PRIMARY KEY,\n" +
+	"  `result` longtext NOT NULL,\n" +
+	"  `updated_at` datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+
+// SaveVerify records the newest verify result of a migration.
+func SaveVerify(c *client.Conn, name, result string) error {
+	if _, err := c.Execute(verifySQL); err != nil {
+		return fmt.Errorf("create the verify record on the target: %w", err)
+	}
+	if _, err := c.Execute("INSERT INTO `"+StateDB+"`.`verify_result` (`migration`, `result`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `result` = VALUES(`result`)", name, result); err != nil {
+		return fmt.Errorf("record the verify result on the target: %w", err)
+	}
+	return nil
+}
+
+// LoadVerify reads the newest verify result of a migration; ok is false when there is none.
+func LoadVerify(c *client.Conn, name string) (result string, ok bool, err error) {
+	s, ok, err := QueryString(c, "SELECT `result` FROM `"+StateDB+"`.`verify_result` WHERE `migration` = ?", name)
+	if noState(err) {
+		return "", false, nil
+	}
+	return s, ok, err
+}
