@@ -51,7 +51,7 @@ func CheckSource(c *client.Conn, tables []*schema.Table, snapshotEstimate time.D
 		probs = append(probs, schema.Problem{Check: check, Message: fmt.Sprintf(format, args...)})
 	}
 	s, err := readServer(c, "log_bin", "binlog_format", "binlog_row_image", "binlog_expire_logs_seconds",
-		"expire_logs_days", "gtid_mode", "enforce_gtid_consistency", "binlog_row_value_options")
+		"expire_logs_days", "gtid_mode", "enforce_gtid_consistency", "binlog_row_value_options", "binlog_order_commits")
 	if err != nil {
 		return nil, fmt.Errorf("read source settings: %w", err)
 	}
@@ -78,6 +78,12 @@ func CheckSource(c *client.Conn, tables []*schema.Table, snapshotEstimate time.D
 			add("gtid_mode", "source gtid_mode is %s; turn it on step by step: SET GLOBAL enforce_gtid_consistency = ON; SET GLOBAL gtid_mode = OFF_PERMISSIVE; SET GLOBAL gtid_mode = ON_PERMISSIVE; wait until SHOW STATUS LIKE 'Ongoing_anonymous_transaction_count' is 0; SET GLOBAL gtid_mode = ON. Then set gtid_mode = ON and enforce_gtid_consistency = ON in my.cnf", orNone(m))
 		} else if e := s.vars["enforce_gtid_consistency"]; !strings.EqualFold(e, "ON") {
 			add("enforce_gtid_consistency", "source enforce_gtid_consistency is %s; run SET GLOBAL enforce_gtid_consistency = ON on the source and set it in my.cnf", orNone(e))
+		}
+		// The snapshot's watermarks rely on the binlog order being the commit order: a
+		// transaction the binlog lists before a low watermark must be visible to the chunk read
+		// after it. MariaDB always commits in binlog order and has no such setting.
+		if v, ok := s.vars["binlog_order_commits"]; ok && !isOn(v) {
+			add("binlog_order_commits", "source binlog_order_commits is %s, so transactions may become visible in another order than the binary log's, and a snapshot chunk could miss a row; run SET GLOBAL binlog_order_commits = ON on the source and set it in my.cnf", v)
 		}
 		if o := s.vars["binlog_row_value_options"]; strings.Contains(strings.ToUpper(o), "PARTIAL_JSON") {
 			add("binlog_row_value_options", "source binlog_row_value_options is %s, so JSON updates are logged as partial diffs, not whole values; run SET GLOBAL binlog_row_value_options = '' on the source and remove it from my.cnf", o)
