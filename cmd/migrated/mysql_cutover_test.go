@@ -459,4 +459,29 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 	if strings.Join(ops, ",") != "cutover:aborted,cutover:done,rollback:done" {
 		t.Errorf("operations recorded %v", ops)
 	}
+
+	// Once more, to the end: the rollback made the last verify stale, so a cutover needs a new
+	// one; complete then ends the dual-write phase and removes the reverse checkpoint.
+	d = e.start()
+	e.waitFor(d, "streaming", time.Minute, ready)
+	if out, code := e.cli("cutover", "--confirm", e.name); code == 0 || !strings.Contains(out, "verify") {
+		t.Fatalf("cutover with the verify made stale by the rollback: exit %d:\n%s", code, out)
+	}
+	e.mustCLI("verify", "--wait")
+	e.mustCLI("cutover", "--confirm", e.name)
+	out = e.mustCLI("complete", "--confirm", e.name)
+	if p := e.phase(); p != "completed" || !strings.Contains(out, "read-only") {
+		t.Fatalf("complete: phase %s:\n%s", p, out)
+	}
+	src := e.conn(e.srcDB)
+	defer src.Close()
+	if r, err := src.Execute("SELECT count(*) FROM _migrated.progress WHERE migration = ?", e.name); err != nil {
+		t.Fatal(err)
+	} else if n, _ := r.GetInt(0, 0); n != 0 {
+		t.Errorf("complete left %d checkpoint(s) on the old source", n)
+	}
+	if !e.readOnly(e.srcDB) || e.readOnly(e.dstDB) {
+		t.Errorf("after complete: source read_only %v, target read_only %v", e.readOnly(e.srcDB), e.readOnly(e.dstDB))
+	}
+	e.stop(d)
 }

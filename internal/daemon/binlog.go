@@ -528,7 +528,7 @@ func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 	}
 	out["cancel"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
 		return d.endBinlog(ctx, req, "cancel", "cancelled",
-			"cancelled: the stream stopped and its slot, publication or watermark rows are gone from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them")
+			"cancelled: the stream stopped and its slot, publication or watermark rows are gone from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them (after a rollback a MySQL target is still read-only: SET GLOBAL read_only = OFF on it)")
 	}
 	out["complete"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
 		return d.endBinlog(ctx, req, "complete", "completed",
