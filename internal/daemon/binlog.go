@@ -184,15 +184,17 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 		d.mu.Unlock()
 		d.showVerify(r, false)
 	}
+	if b.ops != nil {
+		if err := b.sink.(*mysqlSink).state(mysql.EnsureOperations); err != nil {
+			return err
+		}
+	}
 	d.mu.Lock()
 	d.actionable = true
 	d.runCtx = ctx
 	d.mu.Unlock()
 	if b.ops != nil {
 		// A cutover or rollback cut short by a crash is finished or undone first.
-		if err := b.sink.(*mysqlSink).state(mysql.EnsureOperations); err != nil {
-			return err
-		}
 		if err := d.loadOperation(ctx); err != nil {
 			return err
 		}
@@ -244,6 +246,17 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 			if stoppedByAction {
 				err = nil // the action records the next phase
 			}
+		case string(state.PhaseCuttingOver), string(state.PhaseRollingBack):
+			// Recovery gave up on the operation: its error says what to fix.
+			op := "cutover"
+			if phase == string(state.PhaseRollingBack) {
+				op = "rollback"
+			}
+			msg := "the " + op + " did not finish; fix the cause shown in migrated status, then restart migrated, which finishes or undoes it"
+			d.showPhase(state.Phase(phase), msg)
+			d.log.Error(msg, zap.String("phase", phase))
+			<-ctx.Done()
+			return nil
 		default:
 			d.showPhase(state.Phase(phase), mig.Error)
 			d.log.Info("migration is over; nothing to run", zap.String("phase", phase))
@@ -252,6 +265,15 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		d.mu.Lock()
+		during := d.op
+		d.mu.Unlock()
+		if err != nil && during != "" {
+			// An operation holds the turn: its drain sees the stream end and aborts, or it has
+			// committed; either way it records the phase, and the work starts again after it.
+			d.log.Warn("the stream stopped during an operator action; the action decides what follows", zap.String("action", during), zap.Error(err))
+			err = nil
 		}
 		if err != nil {
 			err = d.failBinlog(ctx, phase, err)

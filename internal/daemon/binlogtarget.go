@@ -66,13 +66,32 @@ func (s *mysqlSink) streamName() string {
 
 // state runs fn on the state session, one caller at a time: a go-mysql connection is not safe
 // for concurrent use.
+//
+// The session lives as long as the daemon and sits idle for hours while streaming: one that the
+// server or the network closed is opened again before use.
 func (s *mysqlSink) state(fn func(c *client.Conn) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn == nil {
-		return errors.New("no session on the target")
+		return errors.New("no session on the " + s.side())
+	}
+	if err := s.conn.Ping(); err != nil {
+		c, cerr := mysql.Connect(context.Background(), s.addr)
+		if cerr != nil {
+			return fmt.Errorf("the state session on the %s was lost (%v) and cannot be opened again: %w", s.side(), err, cerr)
+		}
+		s.conn.Close()
+		s.conn = c
 	}
 	return fn(s.conn)
+}
+
+// side names where the sink writes, for messages.
+func (s *mysqlSink) side() string {
+	if s.streamName() == reverse {
+		return "old source"
+	}
+	return "target"
 }
 
 func (s *mysqlSink) open(ctx context.Context) error {

@@ -109,6 +109,12 @@ func (d *Daemon) operate(ctx context.Context, op cutover.Op, req server.ActionRe
 	if req.DryRun {
 		return plan, nil
 	}
+	if last, err := d.ops().LastOperation(ctx); err != nil {
+		return nil, err
+	} else if last != nil && last.FinishedAt == nil {
+		return nil, &server.ActionError{Code: http.StatusConflict, Msg: fmt.Sprintf("%s refused: the %s started at %s is not finished (%s); restart migrated, which finishes or undoes it, first",
+			op, last.Op, last.StartedAt.Format(time.RFC3339), last.Error)}
+	}
 	if err := cutover.Allowed(checks); err != nil {
 		msg := err.Error()
 		if op == cutover.OpRollback {
@@ -344,7 +350,9 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 		failures++
 		if failures >= postCommitAttempts {
 			o.Outcome, o.Error = "failed", fmt.Sprintf("%s failed %d times: %v; fix the cause and restart migrated, which retries it", next.Step, failures, err)
-			if next.Aborting {
+			if next.Aborting && d.binlog != nil {
+				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SELECT @@GLOBAL.read_only, and lift it with SET GLOBAL read_only = OFF", o.op.Fenced())
+			} else if next.Aborting {
 				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SHOW default_transaction_read_only in a new session, and lift it with ALTER DATABASE ... RESET default_transaction_read_only", o.op.Fenced())
 			}
 			_ = d.ops().SaveOperation(ctx, o.Operation)

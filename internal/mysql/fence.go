@@ -24,33 +24,77 @@ import (
 // super_read_only (MySQL) is not set: it would stop migrated's reverse stream too.
 
 // own is the registry of migrated's own sessions by server, so that a fence never kills the
-// session that writes its journal or a stream's heartbeat. A server hands out connection ids in
-// increasing order and does not reuse one soon, so a bounded list of the newest is enough.
+// session that writes its journal or a stream's heartbeat. MariaDB shows no application name
+// without performance_schema, so sessions are known by the connection ids Connect saw. A fence
+// forgets the ids no longer open on its server (the set stays small, and an id reused after a
+// server restart is not mistaken for migrated's).
 var own = struct {
 	sync.Mutex
-	ids map[string][]uint32
-}{ids: map[string][]uint32{}}
-
-const ownPerServer = 4096
+	ids map[string]map[uint32]bool
+}{ids: map[string]map[uint32]bool{}}
 
 func remember(server string, id uint32) {
 	own.Lock()
 	defer own.Unlock()
-	l := append(own.ids[server], id)
-	if len(l) > ownPerServer {
-		l = l[len(l)-ownPerServer:]
+	if own.ids[server] == nil {
+		own.ids[server] = map[uint32]bool{}
 	}
-	own.ids[server] = l
+	own.ids[server][id] = true
 }
 
-func ownSessions(server string) map[uint32]bool {
+// ownSessions returns migrated's sessions on server among those open now, and forgets the rest.
+func ownSessions(server string, open map[uint32]bool) map[uint32]bool {
 	own.Lock()
 	defer own.Unlock()
-	out := make(map[uint32]bool, len(own.ids[server]))
-	for _, id := range own.ids[server] {
-		out[id] = true
+	out := map[uint32]bool{}
+	for id := range own.ids[server] {
+		if open[id] {
+			out[id] = true
+		} else {
+			delete(own.ids[server], id)
+		}
 	}
 	return out
+}
+
+// openSessions lists the ids of every session open on the server now.
+func openSessions(c *client.Conn) (map[uint32]bool, error) {
+	rows, err := QueryStrings(c, "SELECT ID FROM information_schema.PROCESSLIST")
+	if err != nil {
+		return nil, fmt.Errorf("list the server's sessions: %w; the migration user needs PROCESS", err)
+	}
+	out := make(map[uint32]bool, len(rows))
+	for _, r := range rows {
+		if id, err := strconv.ParseUint(deref(r[0]), 10, 32); err == nil {
+			out[uint32(id)] = true
+		}
+	}
+	return out, nil
+}
+
+// preparedXA fails when a prepared XA transaction could commit after the fence position.
+func preparedXA(c *client.Conn) error {
+	xa, err := QueryStrings(c, "XA RECOVER")
+	if err != nil {
+		return fmt.Errorf("look for prepared XA transactions (XA RECOVER): %w; the migration user needs the privilege XA RECOVER takes (MariaDB: SUPER; MySQL: XA_RECOVER_ADMIN)", err)
+	}
+	if len(xa) > 0 {
+		return fmt.Errorf("the server has %d prepared XA transaction(s) (XA RECOVER), which could commit after the fence; XA COMMIT or XA ROLLBACK them, then try again", len(xa))
+	}
+	return nil
+}
+
+// replicating fails when the server applies another server's binlog: a replica's applier
+// writes through read_only, after the fence position.
+func replicating(c *client.Conn) error {
+	n, _, err := QueryString(c, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Slave\\_%' OR STATE LIKE 'Slave has read all relay log%' OR STATE LIKE 'Replica has read all relay log%'")
+	if err != nil {
+		return fmt.Errorf("look for replication threads: %w", err)
+	}
+	if n != "0" {
+		return errors.New("the server is a replica: its replication threads write through read_only, after the fence; point migrated at the primary, or stop replication on this server (STOP ALL SLAVES; MySQL: STOP REPLICA) before the cutover")
+	}
+	return nil
 }
 
 // serverKey names a server in the registry as Connect reaches it.
@@ -62,13 +106,11 @@ func serverKey(a Addr) string { return a.HostPort() }
 // it gives up with the sessions to look at. It returns how many sessions it killed. It is
 // idempotent: fencing a fenced server only ends the sessions again.
 func Fence(ctx context.Context, c *client.Conn, a Addr, wait time.Duration) (int, error) {
-	// A prepared XA transaction could be committed after the fence position.
-	xa, err := QueryStrings(c, "XA RECOVER")
-	if err != nil {
-		return 0, fmt.Errorf("look for prepared XA transactions (XA RECOVER): %w; the migration user needs the privilege XA RECOVER takes (MariaDB: SUPER or XA RECOVER ADMIN; MySQL: XA_RECOVER_ADMIN)", err)
+	if err := replicating(c); err != nil {
+		return 0, err
 	}
-	if len(xa) > 0 {
-		return 0, fmt.Errorf("the server has %d prepared XA transaction(s) (XA RECOVER), which could commit after the fence; XA COMMIT or XA ROLLBACK them, then try again", len(xa))
+	if err := preparedXA(c); err != nil {
+		return 0, err
 	}
 	secs := max(1, int(math.Ceil(wait.Seconds())))
 	if _, err := c.Execute("SET SESSION lock_wait_timeout = " + strconv.Itoa(secs)); err != nil {
@@ -81,7 +123,15 @@ func Fence(ctx context.Context, c *client.Conn, a Addr, wait time.Duration) (int
 		}
 		return 0, fmt.Errorf("fence the server (SET GLOBAL read_only = ON): %w; the migration user needs READ ONLY ADMIN (MariaDB 10.11+) or SUPER", err)
 	}
-	mine := ownSessions(serverKey(a))
+	// A transaction prepared between the check above and read_only could still commit.
+	if err := preparedXA(c); err != nil {
+		return 0, err
+	}
+	open, err := openSessions(c)
+	if err != nil {
+		return 0, err
+	}
+	mine := ownSessions(serverKey(a), open)
 	mine[c.GetConnectionID()] = true
 	killed := map[uint32]bool{}
 	deadline := time.Now().Add(wait)
