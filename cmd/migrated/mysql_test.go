@@ -411,6 +411,14 @@ func TestMariaDBToPostgres(t *testing.T) {
 	cfg, _ := os.ReadFile(e.config)
 	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "target:\n  engine: mysql", "target:\n  engine: postgres", 1)), 0o600)
 	e.seedMySQL(20000)
+	// An AUTO_INCREMENT table whose counter is past its largest id.
+	e.seedOrders()
+	src := e.conn(e.srcDB)
+	for i := range 30 {
+		e.mustExec(src, fmt.Sprintf("INSERT INTO orders (acct, amount, side) VALUES (%d, %d, 'source')", 1+i%20, i))
+	}
+	e.mustExec(src, "DELETE FROM orders WHERE id > 25")
+	src.Close()
 	w := e.startMyWriter(20000, 2)
 	defer w.halt()
 
@@ -425,15 +433,22 @@ func TestMariaDBToPostgres(t *testing.T) {
 	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
 		t.Errorf("verify: %s", out)
 	}
-	// Cancel stops the stream and leaves no watermark row of this migration on the source.
-	e.mustCLI("cancel", "--confirm", e.name)
-	if p := e.phase(); p != "cancelled" {
-		t.Errorf("phase after cancel: %s", p)
+	// Complete stops the stream, leaves no watermark row of this migration on the source, and
+	// readies the target's identities for the application's inserts.
+	out := e.mustCLI("complete", "--confirm", e.name)
+	if p := e.phase(); p != "completed" || !strings.Contains(out, "1 identity sequence(s) moved") {
+		t.Errorf("phase after complete: %s:\n%s", p, out)
 	}
 	if n, err := e.m.QueryString(context.Background(), "SELECT count(*) FROM _migrated.watermark WHERE mark LIKE '%my2pg|%'"); err != nil || n != "0" {
-		t.Errorf("after cancel the source holds %s watermark rows of the migration (%v)", n, err)
+		t.Errorf("after complete the source holds %s watermark rows of the migration (%v)", n, err)
 	}
 	e.stop(d)
+	var next int64
+	pgc := e.connect(dst)
+	defer pgc.Close(context.Background())
+	if err := pgc.QueryRow(context.Background(), fmt.Sprintf(`INSERT INTO %q.orders (acct, amount, side) VALUES (1, 1, 'target') RETURNING id`, e.srcDB)).Scan(&next); err != nil || next != 31 {
+		t.Errorf("the first id the target hands out after complete: %d (%v), want 31, the source's AUTO_INCREMENT", next, err)
+	}
 
 	mysqlSide := map[string]string{
 		"every_type": "SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, HEX(bin), HEX(vb), HEX(bl), dt, dtm, ts, yr+0, js, en, st, CAST(b1 AS UNSIGNED), CAST(b64 AS UNSIGNED), f, d, CAST(TIME_TO_SEC(tm) AS SIGNED) FROM %s.every_type ORDER BY id",

@@ -599,6 +599,15 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 	if err := b.source.release(ctx); err != nil {
 		return nil, err
 	}
+	if src, ok := b.source.(*mysqlSource); ok && action == "complete" {
+		if sink, ok := b.sink.(*pgSink); ok {
+			n, err := sink.syncIdentities(ctx, src, d.tables)
+			if err != nil {
+				return nil, err
+			}
+			msg += fmt.Sprintf("; %d identity sequence(s) moved past the source's AUTO_INCREMENT values", n)
+		}
+	}
 	if p == "switched" {
 		// The reverse stream's checkpoint on the old source, and its heartbeat rows on the target.
 		if err := withMy(ctx, b.src, func(c *client.Conn) error { return mysql.DropPosition(c, d.cfg.Name, reverse) }); err != nil {

@@ -393,6 +393,37 @@ func (s *pgSink) loadVerify(ctx context.Context) (r verify.Result, ok bool, err 
 	return r, err == nil, err
 }
 
+// syncIdentities moves the identity sequence of every column that was AUTO_INCREMENT on the
+// MySQL source past the copied values and the source's counter, so that the application can
+// insert into the target once it writes there. It returns how many it moved.
+func (s *pgSink) syncIdentities(ctx context.Context, src *mysqlSource, tables []*schema.Table) (int, error) {
+	var counters map[string]uint64
+	if err := withMy(ctx, src.addr, func(c *client.Conn) (err error) {
+		counters, err = mysql.AutoIncrements(c, src.addr.DB)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, t := range tables {
+		for _, col := range t.Columns {
+			if !col.AutoIncrement {
+				continue
+			}
+			rel := pgx.Identifier{t.ID.Schema, t.ID.Name}.Sanitize()
+			last := int64(counters[t.ID.Name]) - 1
+			tag, err := s.pool.Exec(ctx, `SELECT setval(seq, greatest(m, $2::bigint, 1), greatest(m, $2::bigint) > 0)
+			  FROM pg_get_serial_sequence($1, $3) seq, (SELECT coalesce(max(`+pgx.Identifier{col.Name}.Sanitize()+`), 0)::bigint AS m FROM `+rel+`) t
+			  WHERE seq IS NOT NULL`, rel, last, col.Name)
+			if err != nil {
+				return moved, fmt.Errorf("move the identity sequence of %s.%s past the source's values: %w", rel, col.Name, err)
+			}
+			moved += int(tag.RowsAffected())
+		}
+	}
+	return moved, nil
+}
+
 func (s *pgSink) typeMap() schema.TypeMap {
 	return schema.TypeMap{Dir: schema.DirMySQLToPostgres, Overrides: s.d.cfg.Tables.Types}
 }

@@ -305,28 +305,11 @@ type AutoIncrement struct {
 // counter of the same table in fromDB on from, plus gap, so that the side taking writes next
 // never hands out a value the other side used. It never moves a counter back.
 func SyncAutoIncrement(from *client.Conn, fromDB string, to *client.Conn, db string, tables []string, gap int64) ([]AutoIncrement, error) {
-	read := func(c *client.Conn, db string) (map[string]uint64, error) {
-		// MySQL 8 caches these figures for a day unless told not to; MariaDB has no such setting.
-		_, _ = c.Execute("SET SESSION information_schema_stats_expiry = 0")
-		rows, err := QueryStrings(c, "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND AUTO_INCREMENT IS NOT NULL", db)
-		if err != nil {
-			return nil, fmt.Errorf("read the AUTO_INCREMENT counters of %s: %w", db, err)
-		}
-		out := map[string]uint64{}
-		for _, r := range rows {
-			n, err := strconv.ParseUint(deref(r[1]), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("AUTO_INCREMENT of %s.%s: %q", db, deref(r[0]), deref(r[1]))
-			}
-			out[deref(r[0])] = n
-		}
-		return out, nil
-	}
-	have, err := read(from, fromDB)
+	have, err := AutoIncrements(from, fromDB)
 	if err != nil {
 		return nil, err
 	}
-	now, err := read(to, db)
+	now, err := AutoIncrements(to, db)
 	if err != nil {
 		return nil, err
 	}
@@ -346,6 +329,25 @@ func SyncAutoIncrement(from *client.Conn, fromDB string, to *client.Conn, db str
 		moved = append(moved, AutoIncrement{Table: t, From: now[t], To: want})
 	}
 	return moved, nil
+}
+
+// AutoIncrements reads the next AUTO_INCREMENT value of every table of db that has one.
+func AutoIncrements(c *client.Conn, db string) (map[string]uint64, error) {
+	// MySQL 8 caches these figures for a day unless told not to; MariaDB has no such setting.
+	_, _ = c.Execute("SET SESSION information_schema_stats_expiry = 0")
+	rows, err := QueryStrings(c, "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND AUTO_INCREMENT IS NOT NULL", db)
+	if err != nil {
+		return nil, fmt.Errorf("read the AUTO_INCREMENT counters of %s: %w", db, err)
+	}
+	out := map[string]uint64{}
+	for _, r := range rows {
+		n, err := strconv.ParseUint(deref(r[1]), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("AUTO_INCREMENT of %s.%s: %q", db, deref(r[0]), deref(r[1]))
+		}
+		out[deref(r[0])] = n
+	}
+	return out, nil
 }
 
 // CountRows counts the rows of tables in db exactly.
