@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/go-mysql-org/go-mysql/client"
 	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/migrated/migrated/internal/testenv"
 )
 
@@ -53,7 +56,17 @@ func newMyEnvTwo(t *testing.T, name string) *myEnv {
 		t.Fatal(err)
 	}
 	e.env = &env{t: t, name: name, dir: t.TempDir(), listen: fmt.Sprintf("127.0.0.1:%d", port)}
-	e.writeMyConfig(fmt.Sprintf(`cutover:
+	e.writeMyConfig(myCutoverConfig(e.dir))
+	if err := os.WriteFile(filepath.Join(e.dir, "route"), []byte("source\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// myCutoverConfig is the config of the MySQL cutover tests: a hook that writes the side taking
+// writes into dir/route, generous lag, and a gap of 1000 ids at each switch.
+func myCutoverConfig(dir string) string {
+	return fmt.Sprintf(`cutover:
   max-lag: 30s
   timeout: 15s
   verify-max-age: 1h
@@ -62,11 +75,7 @@ func newMyEnvTwo(t *testing.T, name string) *myEnv {
     exec: ["/bin/sh", "-c", "echo $MIGRATED_WRITABLE > %[1]s/route.tmp && mv %[1]s/route.tmp %[1]s/route"]
 verify:
   chunk-rows: 500
-`, e.dir))
-	if err := os.WriteFile(filepath.Join(e.dir, "route"), []byte("source\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return e
+`, dir)
 }
 
 // readOnly reports whether the server holding db is fenced.
@@ -136,13 +145,98 @@ func (w *routedWriter) side() (string, int) {
 	return w.route, w.epoch
 }
 
+// appConn is the writer's session on one side: MariaDB, or the PostgreSQL target of a
+// MariaDB → PostgreSQL migration.
+type appConn interface {
+	exec(q string) error
+	// insert runs an INSERT and returns the id it gave the row.
+	insert(q string) (int64, error)
+	// pair reads two integers of one row; ok is false for no row.
+	pair(q string) (a, b int64, ok bool, err error)
+	// refused reports whether err says for sure that nothing was committed.
+	refused(err error) bool
+	close()
+}
+
+type myApp struct{ c *client.Conn }
+
+func (m myApp) exec(q string) error { _, err := m.c.Execute(q); return err }
+func (m myApp) insert(q string) (int64, error) {
+	r, err := m.c.Execute(q)
+	if err != nil {
+		return 0, err
+	}
+	return int64(r.InsertId), nil
+}
+func (m myApp) pair(q string) (int64, int64, bool, error) {
+	r, err := m.c.Execute(q)
+	if err != nil || r.RowNumber() == 0 {
+		return 0, 0, false, err
+	}
+	a, _ := r.GetInt(0, 0)
+	b, _ := r.GetInt(0, 1)
+	return a, b, true, nil
+}
+func (m myApp) refused(err error) bool {
+	var myErr *gomysql.MyError
+	return asMyErr(err, &myErr)
+}
+func (m myApp) close() { m.c.Close() }
+
+type pgApp struct{ c *pgx.Conn }
+
+func (p pgApp) exec(q string) error {
+	_, err := p.c.Exec(context.Background(), q)
+	return err
+}
+func (p pgApp) insert(q string) (id int64, err error) {
+	err = p.c.QueryRow(context.Background(), q+" RETURNING id").Scan(&id)
+	return id, err
+}
+func (p pgApp) pair(q string) (a, b int64, ok bool, err error) {
+	err = p.c.QueryRow(context.Background(), q).Scan(&a, &b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, false, nil
+	}
+	return a, b, err == nil, err
+}
+func (p pgApp) refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "25006" // read-only transaction
+}
+func (p pgApp) close() { p.c.Close(context.Background()) }
+
+// dial opens the application's session on side.
+func (w *routedWriter) dial(side string) (appConn, error) {
+	if side == "target" && w.e.pgDst != "" {
+		c, err := pgx.Connect(context.Background(), w.e.pgDst)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Exec(context.Background(), "SET search_path = "+pgx.Identifier{w.e.srcDB}.Sanitize()); err != nil {
+			c.Close(context.Background())
+			return nil, err
+		}
+		return pgApp{c}, nil
+	}
+	m := w.e.m
+	if side == "target" {
+		m = w.e.dm
+	}
+	c, err := client.Connect(m.Addr(), "app", "app", w.open[side])
+	if err != nil {
+		return nil, err
+	}
+	return myApp{c}, nil
+}
+
 func (w *routedWriter) run(r *rand.Rand) {
 	defer w.wg.Done()
-	var c *client.Conn
+	var c appConn
 	var on string
 	defer func() {
 		if c != nil {
-			c.Close()
+			c.close()
 		}
 	}()
 	for {
@@ -154,14 +248,10 @@ func (w *routedWriter) run(r *rand.Rand) {
 		side, epoch := w.side()
 		if c == nil || on != side {
 			if c != nil {
-				c.Close()
-			}
-			m := w.e.m
-			if side == "target" {
-				m = w.e.dm
+				c.close()
 			}
 			var err error
-			if c, err = client.Connect(m.Addr(), "app", "app", w.open[side]); err != nil {
+			if c, err = w.dial(side); err != nil {
 				c = nil
 				w.refused.Add(1)
 				time.Sleep(20 * time.Millisecond)
@@ -177,7 +267,7 @@ func (w *routedWriter) run(r *rand.Rand) {
 			// Refused by the fence, or the session was ended: not committed; try again on
 			// whatever side the route names now.
 			w.refused.Add(1)
-			c.Close()
+			c.close()
 			c = nil
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -191,9 +281,8 @@ type fatalWrite struct{ error }
 // step runs one transaction: an order (insert, and the balance), a cancelled order (delete, and
 // the balance back), or an order moved to a new id. It returns an error when nothing committed;
 // a COMMIT whose outcome is unknown forgets the ids it touched.
-func (w *routedWriter) step(c *client.Conn, r *rand.Rand, side string, epoch int) error {
-	exec := func(q string) (*gomysql.Result, error) { return c.Execute(q) }
-	if _, err := exec("BEGIN"); err != nil {
+func (w *routedWriter) step(c appConn, r *rand.Rand, side string, epoch int) error {
+	if err := c.exec("BEGIN"); err != nil {
 		return err
 	}
 	var touched []int64
@@ -201,55 +290,52 @@ func (w *routedWriter) step(c *client.Conn, r *rand.Rand, side string, epoch int
 	switch k := r.IntN(10); {
 	case k < 7:
 		acct, amount := 1+r.IntN(20), r.IntN(1000)-300
-		res, err := exec(fmt.Sprintf("INSERT INTO orders (acct, amount, side) VALUES (%d, %d, '%s')", acct, amount, side))
+		id, err := c.insert(fmt.Sprintf("INSERT INTO orders (acct, amount, side) VALUES (%d, %d, '%s')", acct, amount, side))
 		if err != nil {
 			return err
 		}
-		inserted = int64(res.InsertId)
-		if _, err := exec(fmt.Sprintf("UPDATE accounts SET balance = balance + %d WHERE id = %d", amount, acct)); err != nil {
+		inserted = id
+		if err := c.exec(fmt.Sprintf("UPDATE accounts SET balance = balance + %d WHERE id = %d", amount, acct)); err != nil {
 			return err
 		}
 	default:
 		id, ok := w.pick(r)
 		if !ok {
-			_, _ = exec("ROLLBACK")
+			_ = c.exec("ROLLBACK")
 			return nil
 		}
 		touched = []int64{id}
-		res, err := exec(fmt.Sprintf("SELECT acct, amount FROM orders WHERE id = %d FOR UPDATE", id))
+		acct, amount, found, err := c.pair(fmt.Sprintf("SELECT acct, amount FROM orders WHERE id = %d FOR UPDATE", id))
 		if err != nil {
 			return err
 		}
-		if res.RowNumber() == 0 {
-			_, _ = exec("ROLLBACK")
+		if !found {
+			_ = c.exec("ROLLBACK")
 			return nil
 		}
-		acct, _ := res.GetInt(0, 0)
-		amount, _ := res.GetInt(0, 1)
 		if k == 7 {
-			if _, err := exec(fmt.Sprintf("DELETE FROM orders WHERE id = %d", id)); err != nil {
+			if err := c.exec(fmt.Sprintf("DELETE FROM orders WHERE id = %d", id)); err != nil {
 				return err
 			}
-			if _, err := exec(fmt.Sprintf("UPDATE accounts SET balance = balance - %d WHERE id = %d", amount, acct)); err != nil {
+			if err := c.exec(fmt.Sprintf("UPDATE accounts SET balance = balance - %d WHERE id = %d", amount, acct)); err != nil {
 				return err
 			}
 		} else {
 			if id >= 1e9 {
-				_, _ = exec("ROLLBACK")
+				_ = c.exec("ROLLBACK")
 				return nil
 			}
-			if _, err := exec(fmt.Sprintf("UPDATE orders SET id = %d WHERE id = %d", id+1e9, id)); err != nil {
+			if err := c.exec(fmt.Sprintf("UPDATE orders SET id = %d WHERE id = %d", id+1e9, id)); err != nil {
 				return err
 			}
 			touched = append(touched, id+1e9)
 		}
 	}
-	_, err := exec("COMMIT")
+	err := c.exec("COMMIT")
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
-		var myErr *gomysql.MyError
-		if asMyErr(err, &myErr) {
+		if c.refused(err) {
 			return err // refused: nothing committed
 		}
 		for _, id := range touched { // unknown outcome
@@ -294,10 +380,19 @@ func (w *routedWriter) acked(side string) int {
 	return w.acks[side]
 }
 
+// halt stops the writer if it still runs.
+func (w *routedWriter) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+		w.wg.Wait()
+	}
+}
+
 func (w *routedWriter) finish(t *testing.T) {
 	t.Helper()
-	close(w.stop)
-	w.wg.Wait()
+	w.halt()
 	if err, _ := w.err.Load().(error); err != nil {
 		t.Fatal(err)
 	}
@@ -369,14 +464,7 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 	}
 
 	rw := e.startRoutedWriter(2)
-	defer func() {
-		select {
-		case <-rw.stop:
-		default:
-			close(rw.stop)
-			rw.wg.Wait()
-		}
-	}()
+	defer rw.halt()
 	e.waitAcked(d, rw, "source", 50)
 
 	// A paused stream refuses the cutover, and resumes.
@@ -484,4 +572,97 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 		t.Errorf("after complete: source read_only %v, target read_only %v", e.readOnly(e.srcDB), e.readOnly(e.dstDB))
 	}
 	e.stop(d)
+}
+
+// TestMariaDBToPostgresCutoverAndRollback moves a MariaDB database into PostgreSQL under a live
+// writer, cuts over with the writer following the hook to PostgreSQL, writes there with the
+// reverse stream carrying the writes back into MariaDB, rolls back, writes on MariaDB again, and
+// ends with both sides equal and nothing the application was told of lost.
+func TestMariaDBToPostgresCutoverAndRollback(t *testing.T) {
+	testenv.SkipIfShort(t)
+	m, err := testenv.StartMariaDB(testenv.MariaDBOptions{})
+	if err != nil {
+		testenv.SkipOrFail(t, err)
+	}
+	t.Cleanup(func() { m.Stop() })
+	pg := testenv.RequirePostgres(t)
+	ctx := context.Background()
+	e := &myEnv{m: m, srcDB: "shop", serverAddr: m.Addr()}
+	if err := m.CreateDB(ctx, e.srcDB); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"CREATE USER 'app'@'%' IDENTIFIED BY 'app'", "GRANT SELECT, INSERT, UPDATE, DELETE ON shop.* TO 'app'@'%'"} {
+		if err := m.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.pgDst, err = pg.CreateDB(ctx, "mycutpg_dst"); err != nil {
+		t.Fatal(err)
+	}
+	e.srcDSN, e.dstDSN = m.DSN(e.srcDB), e.pgDst
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.env = &env{t: t, name: "mycutpg", dir: t.TempDir(), listen: fmt.Sprintf("127.0.0.1:%d", port)}
+	e.writeMyConfig(myCutoverConfig(e.dir))
+	cfg, _ := os.ReadFile(e.config)
+	if err := os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "target:\n  engine: mysql", "target:\n  engine: postgres", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "route"), []byte("source\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.seedMySQL(2000)
+	e.seedOrders()
+
+	d := e.start()
+	ready := func() bool { return e.phase() == "streaming" && e.statusField("stream", "connected") == true }
+	e.waitFor(d, "streaming", 5*time.Minute, ready)
+	e.waitPGCaughtUp(d)
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Fatalf("verify: %s", out)
+	}
+	rw := e.startRoutedWriter(2)
+	defer rw.halt()
+	e.waitAcked(d, rw, "source", 50)
+	out := e.mustCLI("cutover", "--confirm", e.name)
+	t.Logf("cutover:\n%s", out)
+	if p := e.phase(); p != "switched" || !e.readOnly(e.srcDB) || e.fenced(e.pgDst) {
+		t.Fatalf("after the cutover: phase %s, source read_only %v, target fenced %v\nlog:\n%s", p, e.readOnly(e.srcDB), e.fenced(e.pgDst), e.logTail())
+	}
+	e.waitAcked(d, rw, "target", 50)
+	e.waitFor(d, "the reverse stream to run", time.Minute, func() bool { return e.statusField("reverse", "connected") == true })
+	e.waitAcked(d, rw, "target", 50)
+	out = e.mustCLI("rollback", "--confirm", e.name)
+	t.Logf("rollback:\n%s", out)
+	if p := e.phase(); p != "streaming" || e.readOnly(e.srcDB) || !e.fenced(e.pgDst) {
+		t.Fatalf("after the rollback: phase %s, source read_only %v, target fenced %v\nlog:\n%s", p, e.readOnly(e.srcDB), e.fenced(e.pgDst), e.logTail())
+	}
+	if s := e.slots(e.pgDst); s != "" {
+		t.Errorf("the rollback left slots on the target: %s", s)
+	}
+	e.waitAcked(d, rw, "source", 50)
+	rw.finish(t)
+	e.waitPGCaughtUp(d)
+	e.stop(d)
+
+	e.checkLedger(rw, e.srcDB)
+	my := e.conn(e.srcDB)
+	defer my.Close()
+	pc := e.connect(e.pgDst)
+	defer pc.Close(ctx)
+	for _, q := range [][2]string{
+		{"SELECT id, balance FROM accounts ORDER BY id", `SELECT id, balance FROM shop.accounts ORDER BY id`},
+		{"SELECT id, acct, amount, side FROM orders ORDER BY id", `SELECT id, acct, amount, side FROM shop.orders ORDER BY id`},
+		{"SELECT id, account, amount, note FROM ledger ORDER BY id", `SELECT id, account, amount, note FROM shop.ledger ORDER BY id`},
+	} {
+		sameRows(t, q[0], "mariadb", myRows(t, my, q[0]), "postgresql", pgRows(t, pc, q[1]))
+	}
+	if rw.first[1] <= rw.last[0]+1000 {
+		t.Errorf("first id on PostgreSQL %d, last on MariaDB before the cutover %d: the identity was not moved past AUTO_INCREMENT", rw.first[1], rw.last[0])
+	}
+	if rw.first[2] <= rw.last[1]+1000 {
+		t.Errorf("first id on MariaDB after the rollback %d, last on PostgreSQL %d: AUTO_INCREMENT was not moved past the identity", rw.first[2], rw.last[1])
+	}
 }

@@ -26,8 +26,10 @@ import (
 // on two (dm set) when the test fences one, since a fence covers a whole server.
 type myEnv struct {
 	*env
-	m          *testenv.MariaDB
-	dm         *testenv.MariaDB
+	m  *testenv.MariaDB
+	dm *testenv.MariaDB
+	// pgDst is the PostgreSQL target of a MariaDB → PostgreSQL test, when set.
+	pgDst      string
 	srcDB      string
 	dstDB      string
 	srcDSN     string

@@ -37,10 +37,13 @@ type binlogRun struct {
 	// fwd streams the source into the target; rev, set only when both sides are MySQL, streams
 	// the target back into the old source in the dual-write phase.
 	fwd, rev *binlogLeg
-	// ops keeps the cutover and rollback journal on the target; nil when there is no cutover
-	// for this pair of engines.
+	// ops keeps the cutover and rollback journal on a MySQL target; a PostgreSQL target's
+	// state store keeps it there.
 	ops *mysql.OpStore
-	// src and dst are the two sides when both are MySQL.
+	// srcSide and dstSide do the engine work of a cutover and a rollback; nil when there is no
+	// cutover for this pair of engines.
+	srcSide, dstSide opSide
+	// src is the MySQL source; dst the MySQL target, when the target is MySQL.
 	src, dst mysql.Addr
 	// verified is the newest finished verify; guarded by Daemon.mu.
 	verified verify.Result
@@ -112,13 +115,21 @@ func (d *Daemon) setupBinlog() error {
 		Log:            d.log.Named("snapshot"),
 	}}
 	b.fwd = &binlogLeg{direction: forward, source: source, sink: sink, rec: b.rec, status: &d.status.Stream}
-	src, srcMy := source.(*mysqlSource)
-	dst, dstMy := sink.(*mysqlSink)
-	if srcMy && dstMy {
-		// Both sides MySQL: the cutover, the reverse stream and the rollback.
-		b.src, b.dst = src.addr, dst.addr
-		b.ops = &mysql.OpStore{Do: dst.state, Migration: d.cfg.Name}
-		rsrc := &mysqlSource{d: d, addr: dst.addr, direction: reverse}
+	// A MySQL source: the cutover, the reverse stream into it and the rollback.
+	if src, ok := source.(*mysqlSource); ok {
+		b.src = src.addr
+		b.srcSide = &mysqlSide{d: d, name: "source", addr: src.addr}
+		var rsrc reconSource
+		switch dst := sink.(type) {
+		case *mysqlSink:
+			b.dst = dst.addr
+			b.ops = &mysql.OpStore{Do: dst.state, Migration: d.cfg.Name}
+			b.dstSide = &mysqlSide{d: d, name: "target", addr: dst.addr}
+			rsrc = &mysqlSource{d: d, addr: dst.addr, direction: reverse}
+		case *pgSink:
+			b.dstSide = &pgSide{d: d, name: "target", dsn: dst.dsn, slot: d.reverseName(), pub: d.reverseName()}
+			rsrc = &pgSource{d: d, dsn: dst.dsn, slot: d.reverseName(), pub: d.reverseName(), direction: reverse}
+		}
 		b.rev = &binlogLeg{direction: reverse, source: rsrc, sink: &mysqlSink{d: d, addr: src.addr, stream: reverse},
 			status: &server.StreamState{}, rec: &snapshot.Reconciler{
 				Migration:      d.cfg.Name,
@@ -189,11 +200,12 @@ func (d *Daemon) runBinlog(ctx context.Context) error {
 			return err
 		}
 	}
+	cutoverable := b.srcSide != nil
 	d.mu.Lock()
 	d.actionable = true
 	d.runCtx = ctx
 	d.mu.Unlock()
-	if b.ops != nil {
+	if cutoverable {
 		// A cutover or rollback cut short by a crash is finished or undone first.
 		if err := d.loadOperation(ctx); err != nil {
 			return err
@@ -543,7 +555,7 @@ func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 		}
 	}
 	out := map[string]server.ActionFunc{"pause": d.Pause, "resume": d.Resume, "verify": d.verifyBinlog}
-	if d.binlog.ops != nil {
+	if d.binlog.srcSide != nil {
 		out["cutover"], out["rollback"] = d.Cutover, d.Rollback
 	} else {
 		out["cutover"], out["rollback"] = refuse("cutover"), refuse("rollback")
@@ -586,8 +598,8 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 	case p != "snapshotting" && p != "streaming" && p != "switched":
 		return nil, conflict("%s refused: phase is %s", action, mig.Phase)
 	}
-	if b.ops != nil {
-		if last, err := b.ops.LastOperation(ctx); err != nil {
+	if b.srcSide != nil {
+		if last, err := d.ops().LastOperation(ctx); err != nil {
 			return nil, err
 		} else if last != nil && last.FinishedAt == nil {
 			return nil, conflict("%s refused: the %s is not finished (%s); restart migrated to finish it first", action, last.Op, last.Error)
@@ -599,7 +611,7 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 	if err := b.source.release(ctx); err != nil {
 		return nil, err
 	}
-	if src, ok := b.source.(*mysqlSource); ok && action == "complete" {
+	if src, ok := b.source.(*mysqlSource); ok && action == "complete" && p == "streaming" {
 		if sink, ok := b.sink.(*pgSink); ok {
 			n, err := sink.syncIdentities(ctx, src, d.tables)
 			if err != nil {
@@ -613,8 +625,13 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 		if err := withMy(ctx, b.src, func(c *client.Conn) error { return mysql.DropPosition(c, d.cfg.Name, reverse) }); err != nil {
 			return nil, err
 		}
-		if err := withMy(ctx, b.dst, func(c *client.Conn) error { return mysql.DropWatermarks(c, d.cfg.Name) }); err != nil {
+		if err := b.dstSide.dropStream(ctx); err != nil {
 			return nil, err
+		}
+		if _, ok := b.dstSide.(*mysqlSide); ok {
+			if err := withMy(ctx, b.dst, func(c *client.Conn) error { return mysql.DropWatermarks(c, d.cfg.Name) }); err != nil {
+				return nil, err
+			}
 		}
 		msg = "completed: the reverse stream stopped and its checkpoint is gone from the old source, which stays read-only (SET GLOBAL read_only = OFF to reopen it); the target takes the writes; _migrated on the target keeps the history"
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
-	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/cutover"
 	"github.com/migrated/migrated/internal/mysql"
 	"github.com/migrated/migrated/internal/schema"
@@ -39,22 +39,14 @@ type binlogLeg struct {
 
 // sides returns, for an operation, the server it fences, the one that takes the writes once it
 // commits, and the legs that run before and after it.
-func (b *binlogRun) sides(op cutover.Op) (fenced, writable mysql.Addr, before, after *binlogLeg) {
+func (b *binlogRun) sides(op cutover.Op) (fenced, writable opSide, before, after *binlogLeg) {
 	if op == cutover.OpRollback {
-		return b.dst, b.src, b.rev, b.fwd
+		return b.dstSide, b.srcSide, b.rev, b.fwd
 	}
-	return b.src, b.dst, b.fwd, b.rev
+	return b.srcSide, b.dstSide, b.fwd, b.rev
 }
 
-// sideName names the side at a.
-func (b *binlogRun) sideName(a mysql.Addr) string {
-	if a == b.src {
-		return "source"
-	}
-	return "target"
-}
-
-// binlogStep is the work of a step for a MySQL → MySQL migration.
+// binlogStep is the work of a step for a migration with MySQL on a side.
 func (d *Daemon) binlogStep(s cutover.Step) stepFunc {
 	switch s {
 	case cutover.StepFence, cutover.StepFenceTarget:
@@ -64,7 +56,7 @@ func (d *Daemon) binlogStep(s cutover.Step) stepFunc {
 	case cutover.StepFinalCheck:
 		return d.finalCheckMy
 	case cutover.StepSequences, cutover.StepSequencesBack:
-		return d.autoIncrementMy
+		return d.countersMy
 	case cutover.StepReverse, cutover.StepForward:
 		return d.startLegMy
 	case cutover.StepCommit, cutover.StepRollbackCommit:
@@ -94,40 +86,22 @@ func withMy(ctx context.Context, a mysql.Addr, fn func(c *client.Conn) error) er
 // fenceMy makes the side that takes writes now read-only, ends the application's sessions, and
 // writes a heartbeat that the stream reading that side carries past the fence position.
 func (d *Daemon) fenceMy(ctx context.Context, o *opRun) (string, error) {
-	b := d.binlog
-	fenced, _, _, _ := b.sides(o.op)
-	c, err := mysql.Connect(ctx, fenced)
-	if err != nil {
-		return "", fmt.Errorf("connect to the %s: %w", b.sideName(fenced), err)
-	}
-	defer c.Close()
+	fenced, _, _, _ := d.binlog.sides(o.op)
 	o.fencedAt = time.Now()
-	killed, err := mysql.Fence(ctx, c, fenced, 5*time.Second)
+	pos, killed, err := fenced.fence(ctx)
 	if err != nil {
 		return "", err
 	}
-	if err := mysql.Heartbeat(c, d.cfg.Name); err != nil {
-		return "", err
-	}
-	pos, err := mysql.CurrentPosition(c)
-	if err != nil {
-		return "", err
-	}
-	o.FencePosition = pos.String()
-	return fmt.Sprintf("%s fenced (read_only) at %s; %d application session(s) killed", b.sideName(fenced), pos, killed), nil
+	o.FencePosition = pos
+	return fmt.Sprintf("%s fenced at %s; %d application session(s) ended", fenced.label(), pos, killed), nil
 }
 
 // drainMy waits until the leg that runs now has durably applied the fence position, then stops it.
 func (d *Daemon) drainMy(ctx context.Context, o *opRun) (string, error) {
 	b := d.binlog
 	fenced, _, before, _ := b.sides(o.op)
-	flavor, err := serverFlavor(ctx, fenced)
-	if err != nil {
-		return "", err
-	}
-	want, err := gomysql.ParseGTIDSet(flavor, o.FencePosition)
-	if err != nil {
-		return "", fmt.Errorf("no usable fence position recorded (%q): %w", o.FencePosition, err)
+	if o.FencePosition == "" {
+		return "", errors.New("no fence position recorded")
 	}
 	b.mu.Lock()
 	done := b.done
@@ -135,22 +109,21 @@ func (d *Daemon) drainMy(ctx context.Context, o *opRun) (string, error) {
 	if done == nil {
 		return "", fmt.Errorf("the %s stream is not running, so it cannot drain; see migrated status and the log", before.direction)
 	}
-	reached := func() (bool, string) {
-		d.mu.Lock()
-		applied := before.status.AppliedPosition
-		d.mu.Unlock()
-		have, err := gomysql.ParseGTIDSet(flavor, applied)
-		return err == nil && applied != "" && have.Contain(want), applied
-	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		ok, applied := reached()
+		d.mu.Lock()
+		applied := before.status.AppliedPosition
+		d.mu.Unlock()
+		ok, err := fenced.reached(ctx, applied, o.FencePosition)
+		if err != nil {
+			return "", err
+		}
 		if ok {
 			if err := b.stopWork(ctx); err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("applied %s ⊇ fence %s", applied, o.FencePosition), nil
+			return fmt.Sprintf("applied %s, past the fence %s", applied, o.FencePosition), nil
 		}
 		select {
 		case <-ctx.Done():
@@ -171,15 +144,6 @@ func serverFlavor(ctx context.Context, a mysql.Addr) (flavor string, err error) 
 	return flavor, err
 }
 
-// tableNames lists the migrated tables by name; both sides name them alike.
-func (d *Daemon) tableNames() []string {
-	out := make([]string, len(d.tables))
-	for i, t := range d.tables {
-		out[i] = t.ID.Name
-	}
-	return out
-}
-
 // finalCheckMy compares exact row counts on both sides of the tables small enough to count in
 // the write pause.
 func (d *Daemon) finalCheckMy(ctx context.Context, _ *opRun) (string, error) {
@@ -192,12 +156,10 @@ func (d *Daemon) finalCheckMy(ctx context.Context, _ *opRun) (string, error) {
 	}
 	var counts [2]map[string]int64
 	g, gctx := errgroup.WithContext(ctx)
-	for i, a := range []mysql.Addr{b.src, b.dst} {
-		g.Go(func() error {
-			return withMy(gctx, a, func(c *client.Conn) (err error) {
-				counts[i], err = mysql.CountRows(c, a.DB, counted)
-				return err
-			})
+	for i, side := range []opSide{b.srcSide, b.dstSide} {
+		g.Go(func() (err error) {
+			counts[i], err = side.count(gctx, counted)
+			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -217,64 +179,50 @@ func (d *Daemon) finalCheckMy(ctx context.Context, _ *opRun) (string, error) {
 	return fmt.Sprintf("%d tables, %d rows, equal on both sides; %d larger table(s) not counted", len(counted), rows, len(d.tables)-len(counted)), nil
 }
 
-// autoIncrementMy moves every AUTO_INCREMENT counter on the side taking writes next past the
-// other side's, by cutover.sequence-gap.
-func (d *Daemon) autoIncrementMy(ctx context.Context, o *opRun) (string, error) {
-	b := d.binlog
-	fenced, writable, _, _ := b.sides(o.op)
-	var moved []mysql.AutoIncrement
-	err := withMy(ctx, fenced, func(from *client.Conn) error {
-		return withMy(ctx, writable, func(to *client.Conn) (err error) {
-			moved, err = mysql.SyncAutoIncrement(from, fenced.DB, to, writable.DB, d.tableNames(), d.cfg.Cutover.SequenceGap)
-			return err
-		})
-	})
+// countersMy moves every id counter (AUTO_INCREMENT, identity) on the side taking writes next
+// past the other side's, by cutover.sequence-gap.
+func (d *Daemon) countersMy(ctx context.Context, o *opRun) (string, error) {
+	fenced, writable, _, _ := d.binlog.sides(o.op)
+	next, err := fenced.counters(ctx)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d AUTO_INCREMENT counter(s) moved past the %s's values", len(moved), b.sideName(fenced)), nil
+	for t := range next {
+		next[t] += d.cfg.Cutover.SequenceGap
+	}
+	n, err := writable.raise(ctx, next)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d id counter(s) moved past the %s's values", n, fenced.label()), nil
 }
 
 // startLegMy records where the stream after the operation starts: the position of the side
 // that takes writes next, read while nothing writes to it, on the side that stream writes to.
 func (d *Daemon) startLegMy(ctx context.Context, o *opRun) (string, error) {
-	b := d.binlog
-	_, writable, _, after := b.sides(o.op)
-	var pos mysql.Position
-	err := withMy(ctx, writable, func(c *client.Conn) (err error) {
-		// The stream's heartbeats go into this table; it is created before the start position.
-		if err := mysql.EnsureWatermarkTable(c); err != nil {
-			return err
-		}
-		pos, err = mysql.CurrentPosition(c)
-		return err
-	})
+	_, writable, _, after := d.binlog.sides(o.op)
+	pos, err := writable.startStream(ctx)
 	if err != nil {
 		return "", err
 	}
-	if after.direction == reverse {
-		err = withMy(ctx, b.src, func(c *client.Conn) error { return mysql.SetPosition(c, d.cfg.Name, reverse, pos.String()) })
-	} else {
-		err = b.sink.(*mysqlSink).state(func(c *client.Conn) error { return mysql.SetPosition(c, d.cfg.Name, forward, pos.String()) })
-	}
-	if err != nil {
+	if err := after.sink.setPosition(ctx, pos); err != nil {
 		return "", err
 	}
 	d.mu.Lock()
-	after.status.AppliedPosition, after.status.LagSeconds = pos.String(), 0
+	after.status.AppliedPosition, after.status.LagSeconds = pos, 0
 	d.mu.Unlock()
-	return fmt.Sprintf("%s stream starts at %s on the %s", after.direction, pos, b.sideName(writable)), nil
+	return fmt.Sprintf("%s stream starts at %s on the %s", after.direction, pos, writable.label()), nil
 }
 
 // commitMy is the point of no return; runStep records it with the new phase. A rollback also
-// forgets the last verify: rows moved both ways since.
-func (d *Daemon) commitMy(_ context.Context, o *opRun) (string, error) {
+// marks the last verify stale: rows moved both ways since.
+func (d *Daemon) commitMy(ctx context.Context, o *opRun) (string, error) {
 	if o.op == cutover.OpRollback {
 		d.mu.Lock()
 		r := d.binlog.verified
 		d.mu.Unlock()
 		r.Clean, r.Error = false, "rolled back; verify again before the next cutover"
-		if err := d.keepVerify(context.Background(), r); err != nil {
+		if err := d.keepVerify(ctx, r); err != nil {
 			return "", err
 		}
 		d.showVerify(r, false)
@@ -296,55 +244,59 @@ func (d *Daemon) keepVerify(ctx context.Context, r verify.Result) error {
 
 // writableMy lifts the fence on the side that takes writes from now on.
 func (d *Daemon) writableMy(ctx context.Context, o *opRun) (string, error) {
-	b := d.binlog
-	_, writable, _, _ := b.sides(o.op)
-	if err := withMy(ctx, writable, mysql.Unfence); err != nil {
+	_, writable, _, _ := d.binlog.sides(o.op)
+	if err := writable.unfence(ctx); err != nil {
 		return "", err
 	}
 	if !o.fencedAt.IsZero() {
 		o.WriteUnavailableSeconds = time.Since(o.fencedAt).Seconds()
 		d.m.CutoverWriteUnavailable.Set(o.WriteUnavailableSeconds)
 	}
-	return fmt.Sprintf("%s writable (read_only OFF)", b.sideName(writable)), nil
+	return writable.label() + " writable", nil
 }
 
-// routeMy runs the routing hooks. Nothing is held on the fenced side to drop: a binlog stream
-// keeps no slot, only the binlog's own retention.
+// routeMy runs the routing hooks, then releases what the stream that no longer runs held on the
+// fenced side (a PostgreSQL slot; a binlog reader holds nothing). The fenced side stays
+// read-only.
 func (d *Daemon) routeMy(ctx context.Context, o *opRun) (string, error) {
-	b := d.binlog
-	fenced, writable, _, _ := b.sides(o.op)
+	fenced, writable, _, _ := d.binlog.sides(o.op)
 	now, old := d.cfg.Target, d.cfg.Source
 	if o.op == cutover.OpRollback {
 		now, old = old, now
 	}
-	return d.runHooks(ctx, o, b.sideName(writable), now, old) + "; " + b.sideName(fenced) + " stays read-only", nil
-}
-
-// undoMy lifts the fence of an operation undone before its commit.
-func (d *Daemon) undoMy(ctx context.Context, o *opRun) (string, error) {
-	b := d.binlog
-	fenced, _, _, _ := b.sides(o.op)
-	if err := withMy(ctx, fenced, mysql.Unfence); err != nil {
+	detail := d.runHooks(ctx, o, writable.label(), now, old)
+	if err := fenced.dropStream(ctx); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s unfenced (read_only OFF)", b.sideName(fenced)), nil
+	return detail + "; " + fenced.label() + " stays read-only", nil
 }
 
-// binlogFenceCheck tells whether migrated's account can fence and open both servers, and that
-// they are two servers: a fence makes a whole server read-only.
+// undoMy lifts the fence of an operation undone before its commit, and drops what was made
+// for the stream that would have run after it.
+func (d *Daemon) undoMy(ctx context.Context, o *opRun) (string, error) {
+	fenced, writable, _, _ := d.binlog.sides(o.op)
+	if err := fenced.unfence(ctx); err != nil {
+		return "", err
+	}
+	if err := writable.dropStream(ctx); err != nil {
+		return "", fmt.Errorf("the %s is writable again, but %w", fenced.label(), err)
+	}
+	return fenced.label() + " unfenced", nil
+}
+
+// binlogFenceCheck tells whether migrated's accounts can fence and open both servers, and that
+// they are two servers: a MySQL fence makes a whole server read-only.
 func (d *Daemon) binlogFenceCheck(ctx context.Context) cutover.Check {
 	b := d.binlog
 	var problems []string
 	var ids [2]string
-	for i, a := range []mysql.Addr{b.src, b.dst} {
-		err := withMy(ctx, a, func(c *client.Conn) (err error) {
-			if ids[i], err = mysql.ServerIdentity(c); err != nil {
-				return err
-			}
-			return mysql.CheckFence(c)
-		})
+	for i, side := range []opSide{b.srcSide, b.dstSide} {
+		var err error
+		if ids[i], err = side.identity(ctx); err == nil {
+			err = side.checkFence(ctx)
+		}
 		if err != nil {
-			problems = append(problems, "on the "+b.sideName(a)+", "+err.Error())
+			problems = append(problems, "on the "+side.label()+", "+err.Error())
 		}
 	}
 	if len(problems) == 0 && ids[0] == ids[1] {
@@ -353,34 +305,16 @@ func (d *Daemon) binlogFenceCheck(ctx context.Context) cutover.Check {
 	if len(problems) > 0 {
 		return cutover.Check{Name: "fence", Detail: strings.Join(problems, "; ")}
 	}
-	return cutover.Check{Name: "fence", OK: true, Detail: "both servers can be fenced (read_only) and opened; a fence covers every database of its server"}
+	return cutover.Check{Name: "fence", OK: true, Detail: "both servers can be fenced and opened; a MySQL fence (read_only) covers every database of its server"}
 }
 
-// binlogProbeReverse checks that the target can serve the reverse stream: its binary log
-// settings and the account's grants, as preflight checks a source.
+// binlogProbeReverse checks that the target can serve the reverse stream, as preflight checks a
+// source.
 func (d *Daemon) binlogProbeReverse(ctx context.Context) error {
-	b := d.binlog
-	return withMy(ctx, b.dst, func(c *client.Conn) error {
-		tables, err := d.reverseTables(c)
-		if err != nil {
-			return err
-		}
-		probs, err := mysql.CheckSource(c, tables, 10*time.Minute)
-		if err != nil {
-			return err
-		}
-		if len(probs) > 0 {
-			var msgs []string
-			for _, p := range probs {
-				msgs = append(msgs, "target (as the reverse stream's source): "+p.String())
-			}
-			return errors.New(strings.Join(msgs, "; "))
-		}
-		return nil
-	})
+	return d.binlog.dstSide.probeSource(ctx)
 }
 
-// reverseTables reads the migrated tables from the target, as the reverse stream sees them.
+// reverseTables reads the migrated tables from a MySQL target, as the reverse stream sees them.
 func (d *Daemon) reverseTables(c *client.Conn) ([]*schema.Table, error) {
 	want := map[string]bool{}
 	for _, t := range d.tables {
@@ -406,13 +340,27 @@ func (d *Daemon) streamReverse(ctx context.Context) error {
 	if err := d.setBinlogPhase(ctx, string(state.PhaseSwitched)); err != nil {
 		return err
 	}
-	src := b.rev.source.(*mysqlSource)
-	if src.tables == nil {
-		if err := withMy(ctx, b.dst, func(c *client.Conn) (err error) {
-			src.tables, err = d.reverseTables(c)
-			return err
-		}); err != nil {
-			return err
+	switch src := b.rev.source.(type) {
+	case *mysqlSource:
+		if src.tables == nil {
+			if err := withMy(ctx, b.dst, func(c *client.Conn) (err error) {
+				src.tables, err = d.reverseTables(c)
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+	case *pgSource:
+		if src.tables == nil {
+			c, err := pgx.Connect(ctx, src.dsn)
+			if err != nil {
+				return fmt.Errorf("connect to the target: %w", redactErr(err, src.dsn))
+			}
+			src.tables, err = pgTablesOf(ctx, c, d.tables)
+			c.Close(context.WithoutCancel(ctx))
+			if err != nil {
+				return err
+			}
 		}
 	}
 	sink := b.rev.sink.(*mysqlSink)

@@ -41,6 +41,8 @@ type binlogSink interface {
 	// post runs the post-data statements not yet done, recording each.
 	post(ctx context.Context, mig *mysql.Migration) error
 	writer(ctx context.Context, src reconSource, tables []*schema.Table) (apply.Writer, func(), error)
+	// setPosition records where the sink's stream starts, outside any applied transaction.
+	setPosition(ctx context.Context, pos string) error
 	// saveVerify and loadVerify keep the newest verify result beside the state.
 	saveVerify(ctx context.Context, r verify.Result) error
 	loadVerify(ctx context.Context) (verify.Result, bool, error)
@@ -233,6 +235,11 @@ func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*sc
 	return t, t.Close, nil
 }
 
+func (s *mysqlSink) setPosition(ctx context.Context, pos string) error {
+	// On a session of its own: the reverse sink's state session opens only when it streams.
+	return withMy(ctx, s.addr, func(c *client.Conn) error { return mysql.SetPosition(c, s.d.cfg.Name, s.streamName(), pos) })
+}
+
 func (s *mysqlSink) saveVerify(_ context.Context, r verify.Result) error {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -321,7 +328,16 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, u
 		if mt == nil {
 			return nil, nil, fmt.Errorf("table %s is missing from the target database %s; it was dropped there: cancel the migration and start again", t.ID.Name, s.addr.DB)
 		}
-		c, err := mysql.NewPGConverter(t, tm)
+		ctm := tm
+		if s.streamName() == reverse {
+			// Back into the tables the migration came from: each value is converted for the
+			// column's own MySQL type, not for the type map's choice.
+			ctm = schema.TypeMap{Dir: tm.Dir, Flavor: tm.Flavor, Overrides: map[string]string{}}
+			for _, mc := range mt.Columns {
+				ctm.Overrides[schema.OverrideKey(t, mc.Name)] = mc.Type
+			}
+		}
+		c, err := mysql.NewPGConverter(t, ctm)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -331,7 +347,7 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, u
 		v.ID = t.ID
 		view = append(view, &v)
 	}
-	w, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, forward, view)
+	w, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, s.streamName(), view)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -371,6 +387,10 @@ func (s *pgSink) close() {
 // crossVerifySQL keeps the newest verify result of a migration from MySQL on a PostgreSQL
 // target, as JSON.
 const crossVerifySQL = `CREATE TABLE IF NOT EXISTS _migrated.cross_verify (migration text PRIMARY KEY, result jsonb NOT NULL)`
+
+func (s *pgSink) setPosition(ctx context.Context, pos string) error {
+	return s.store.SetPosition(ctx, forward, pos)
+}
 
 func (s *pgSink) saveVerify(ctx context.Context, r verify.Result) error {
 	if _, err := s.pool.Exec(ctx, crossVerifySQL); err != nil {

@@ -42,10 +42,13 @@ type opStore interface {
 // ops is the operation store of this migration.
 func (d *Daemon) ops() opStore {
 	if d.binlog != nil {
-		if d.binlog.ops == nil {
-			return nil
+		if d.binlog.ops != nil {
+			return d.binlog.ops
 		}
-		return d.binlog.ops
+		if s, ok := d.binlog.sink.(*pgSink); ok && s.store != nil {
+			return s.store
+		}
+		return nil
 	}
 	return d.store
 }
@@ -350,7 +353,11 @@ func (d *Daemon) drive(ctx context.Context, o *opRun) error {
 		failures++
 		if failures >= postCommitAttempts {
 			o.Outcome, o.Error = "failed", fmt.Sprintf("%s failed %d times: %v; fix the cause and restart migrated, which retries it", next.Step, failures, err)
-			if next.Aborting && d.binlog != nil {
+			fencedEngine := d.cfg.Source.Engine
+			if o.op == cutover.OpRollback {
+				fencedEngine = d.cfg.Target.Engine
+			}
+			if next.Aborting && fencedEngine == "mysql" {
 				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SELECT @@GLOBAL.read_only, and lift it with SET GLOBAL read_only = OFF", o.op.Fenced())
 			} else if next.Aborting {
 				o.Error += fmt.Sprintf("; until then the %s may still be read-only: check with SHOW default_transaction_read_only in a new session, and lift it with ALTER DATABASE ... RESET default_transaction_read_only", o.op.Fenced())

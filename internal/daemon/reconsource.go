@@ -205,15 +205,47 @@ func (m *mysqlStream) beat(ctx context.Context) (string, error) {
 	return pos.String(), nil
 }
 
-// pgSource is a PostgreSQL source migrating into MySQL.
+// pgSource is a PostgreSQL source migrating into MySQL, or the PostgreSQL target of a MySQL
+// source read back by the reverse stream.
 type pgSource struct {
 	d   *Daemon
 	dsn string
+	// slot, pub, direction and tables, when set, are the reverse stream's; the migration's
+	// otherwise.
+	slot, pub string
+	direction string
+	tables    []*schema.Table
 }
 
 func (s *pgSource) watermarkTable() cdc.TableID { return postgres.WatermarkRelation.Table }
 
-func (s *pgSource) tableList() []*schema.Table { return s.d.tables }
+func (s *pgSource) tableList() []*schema.Table {
+	if s.tables != nil {
+		return s.tables
+	}
+	return s.d.tables
+}
+
+func (s *pgSource) slotName() string {
+	if s.slot != "" {
+		return s.slot
+	}
+	return s.d.slotName()
+}
+
+func (s *pgSource) pubName() string {
+	if s.pub != "" {
+		return s.pub
+	}
+	return s.d.pubName()
+}
+
+func (s *pgSource) streamDirection() string {
+	if s.direction == "" {
+		return forward
+	}
+	return s.direction
+}
 
 func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table, error) {
 	src, err := pgx.Connect(ctx, s.dsn)
@@ -292,7 +324,7 @@ func (s *pgSource) uniqueTables(ctx context.Context) ([]cdc.TableID, error) {
 	if err != nil {
 		return nil, err
 	}
-	return withUnique(s.d.tables, indexes), nil
+	return withUnique(s.tableList(), indexes), nil
 }
 
 func (s *pgSource) openSnapshot(ctx context.Context) (snapshot.Source, error) {
@@ -320,13 +352,14 @@ func (s *pgSource) stream(ctx context.Context, resume string) (sourceStream, err
 		src.Close(ctx)
 		return nil, err
 	}
+	dir := s.streamDirection()
 	st := postgres.NewStream(postgres.StreamOptions{
-		DSN: textDSN, Slot: d.slotName(), Publication: d.pubName(), Keys: postgres.KeyMap(d.tables),
+		DSN: textDSN, Slot: s.slotName(), Publication: s.pubName(), Keys: postgres.KeyMap(s.tableList()),
 		Resume: lsn, StatusInterval: d.cfg.Stream.StatusInterval.Duration(),
-		OnChange: d.m.ChangesReceived.WithLabelValues(forward).Inc,
+		OnChange: d.m.ChangesReceived.WithLabelValues(dir).Inc,
 	})
-	d.log.Info("streaming", zap.String("direction", forward), zap.Stringer("from", lsn))
-	return &pgStream{s: st, src: src, slot: d.slotName(), m: d}, nil
+	d.log.Info("streaming", zap.String("direction", dir), zap.Stringer("from", lsn))
+	return &pgStream{s: st, src: src, slot: s.slotName(), m: d}, nil
 }
 
 type pgStream struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,24 +310,37 @@ func SyncAutoIncrement(from *client.Conn, fromDB string, to *client.Conn, db str
 	if err != nil {
 		return nil, err
 	}
-	now, err := AutoIncrements(to, db)
+	want := map[string]uint64{}
+	for _, t := range tables {
+		if f, ok := have[t]; ok {
+			want[t] = f + uint64(max(gap, 0))
+		}
+	}
+	return RaiseAutoIncrement(to, db, want)
+}
+
+// RaiseAutoIncrement moves the AUTO_INCREMENT counter of each table of db in want to at least
+// its value; never back.
+func RaiseAutoIncrement(c *client.Conn, db string, want map[string]uint64) ([]AutoIncrement, error) {
+	now, err := AutoIncrements(c, db)
 	if err != nil {
 		return nil, err
 	}
+	names := make([]string, 0, len(want))
+	for t := range want {
+		names = append(names, t)
+	}
+	slices.Sort(names)
 	var moved []AutoIncrement
-	for _, t := range tables {
-		f, ok := have[t]
-		if !ok {
-			continue
+	for _, t := range names {
+		cur, ok := now[t]
+		if !ok || cur >= want[t] {
+			continue // no AUTO_INCREMENT column here, or already past
 		}
-		want := f + uint64(max(gap, 0))
-		if now[t] >= want {
-			continue
+		if _, err := c.Execute("ALTER TABLE " + QuoteTable(db, t) + " AUTO_INCREMENT = " + strconv.FormatUint(want[t], 10)); err != nil {
+			return moved, fmt.Errorf("move the AUTO_INCREMENT of %s.%s to %d: %w", db, t, want[t], err)
 		}
-		if _, err := to.Execute("ALTER TABLE " + QuoteTable(db, t) + " AUTO_INCREMENT = " + strconv.FormatUint(want, 10)); err != nil {
-			return moved, fmt.Errorf("move the AUTO_INCREMENT of %s.%s to %d: %w", db, t, want, err)
-		}
-		moved = append(moved, AutoIncrement{Table: t, From: now[t], To: want})
+		moved = append(moved, AutoIncrement{Table: t, From: cur, To: want[t]})
 	}
 	return moved, nil
 }
