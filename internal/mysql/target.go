@@ -432,6 +432,9 @@ func (x *targetTxn) flush(ctx context.Context) error {
 		return nil
 	}
 	prefix, suffix := x.shape.sql(x.kind)
+	if len(x.rows) == 1 {
+		x.stmt = x.shape.onePlan(x.kind, x.stmt, x.rows[0].start, x.rows[0].end)
+	}
 	x.stmt = append(x.stmt, suffix...)
 	err := x.t.exec(ctx, string(x.stmt))
 	rows := x.rows
@@ -448,7 +451,8 @@ func (x *targetTxn) flush(ctx context.Context) error {
 	// rows are sent again one at a time, in order, to name the change the target refuses.
 	var one []byte
 	for _, r := range rows {
-		one = append(append(append(one[:0], prefix...), x.stmt[r.start:r.end]...), suffix...)
+		one = append(append(one[:0], prefix...), x.stmt[r.start:r.end]...)
+		one = append(x.shape.onePlan(x.kind, one, len(prefix), len(one)), suffix...)
 		if rerr := x.t.exec(ctx, string(one)); rerr != nil {
 			return x.changeError(r.change, x.shape, rerr)
 		}
@@ -692,6 +696,17 @@ func sameColumns(a, b *cdc.Relation) bool {
 		}
 	}
 	return true
+}
+
+// onePlan makes a one-row statement use the key: MariaDB 10.11 plans a row-constructor IN
+// with a single tuple, (k1, k2) IN ((x, y)), as a scan of the whole table, and with two tuples
+// by the primary key. A composite-key DELETE of one row names its tuple twice. stmt[start:end]
+// is the row's tuple.
+func (s *shape) onePlan(kind stmtKind, stmt []byte, start, end int) []byte {
+	if kind != stmtDelete || len(s.key) < 2 {
+		return stmt
+	}
+	return append(append(stmt, ','), stmt[start:end]...)
 }
 
 func (s *shape) sql(kind stmtKind) (prefix, suffix string) {

@@ -820,3 +820,46 @@ func TestTargetFolding(t *testing.T) {
 		t.Errorf("folded batch left %d rows, applying one by one leaves %d", len(got), len(want))
 	}
 }
+
+// TestOneRowDeleteUsesKey checks on the real server that the statement a one-row delete of a
+// composite-key table sends is planned by the key, not as a scan of the whole table (which a
+// single-tuple IN gets on MariaDB 10.11), and deletes that row alone.
+func TestOneRowDeleteUsesKey(t *testing.T) {
+	m := testenv.RequireMariaDB(t)
+	mustExec(t, m, "DROP DATABASE IF EXISTS onedel", "CREATE DATABASE onedel",
+		"CREATE TABLE onedel.items (o INT NOT NULL, n INT NOT NULL, v INT, PRIMARY KEY (o, n))",
+		"INSERT INTO onedel.items SELECT seq DIV 10, seq MOD 10, seq FROM onedel.seq_1_to_5000",
+		"ANALYZE TABLE onedel.items")
+	c := connectAs(t, m, m.User(), m.Password(), "onedel")
+	tables, err := Tables(c, "onedel", nil)
+	if err != nil || len(tables) != 1 {
+		t.Fatalf("tables %v, %v", tables, err)
+	}
+	s, err := newShape("onedel", tables[0], Relation(tables[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix, suffix := s.sql(stmtDelete)
+	stmt := []byte(prefix)
+	stmt, err = s.appendRow(stmt, stmtDelete, textValues("42", "7", "427"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmt = append(s.onePlan(stmtDelete, stmt, len(prefix), len(stmt)), suffix...)
+	rows, err := QueryStrings(c, "EXPLAIN "+string(stmt))
+	if err != nil {
+		t.Fatalf("EXPLAIN %s: %v", stmt, err)
+	}
+	if typ := deref(rows[0][3]); typ == "ALL" || typ == "index" {
+		t.Errorf("%s is planned as %s, a scan of the table", stmt, typ)
+	}
+	if _, err := c.Execute(string(stmt)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := QueryString(c, "SELECT count(*) FROM items"); n != "4999" {
+		t.Errorf("%s left %s rows, want 4999", stmt, n)
+	}
+	if n, _, _ := QueryString(c, "SELECT count(*) FROM items WHERE o = 42 AND n = 7"); n != "0" {
+		t.Errorf("the row is still there")
+	}
+}
