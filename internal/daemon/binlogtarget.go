@@ -205,12 +205,28 @@ func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
 			return ctx.Err()
 		}
 		q := mig.PostData[i]
-		if _, err := c.Execute(q); err != nil {
-			var myErr *gomysql.MyError
-			// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
-			if !errors.As(err, &myErr) || (myErr.Code != 1061 && myErr.Code != 1826) {
-				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+		for attempt := 1; ; attempt++ {
+			_, err := c.Execute(q)
+			if err == nil {
+				break
 			}
+			var myErr *gomysql.MyError
+			isMy := errors.As(err, &myErr)
+			// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
+			if isMy && (myErr.Code == 1061 || myErr.Code == 1826) {
+				break
+			}
+			// The stream applies beside the DDL: a lock wait or a deadlock with it passes.
+			if isMy && (myErr.Code == gomysql.ER_LOCK_WAIT_TIMEOUT || myErr.Code == gomysql.ER_LOCK_DEADLOCK) && attempt < 5 {
+				s.d.log.Warn("post-data statement waited on the stream's locks; trying again", zap.String("statement", firstWords(q)), zap.Int("attempt", attempt), zap.Error(err))
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(attempt) * time.Second):
+				}
+				continue
+			}
+			return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
 		}
 		if err := s.state(func(c *client.Conn) error { return mysql.SetPostDone(c, s.d.cfg.Name, i+1) }); err != nil {
 			return err
