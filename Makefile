@@ -22,10 +22,12 @@ bench: build
 	@bench/install.sh
 	$(GO) run ./bench $(BENCHFLAGS)
 
-## demo: a live migration of a generated dataset between two throwaway servers
+## demo: a live migration of a generated dataset between two throwaway servers: PostgreSQL, or
+## MariaDB with DEMO=mysql
+demo_deps := $(if $(filter mysql,$(DEMO)),mariadb-server,postgresql-15 postgresql-client-15)
 demo: build
-	@scripts/install-deps.sh postgresql-15 postgresql-client-15
-	$(BIN) demo $(DEMOFLAGS)
+	@scripts/install-deps.sh $(demo_deps)
+	$(BIN) demo $(if $(DEMO),--engine $(DEMO)) $(DEMOFLAGS)
 
 lint:
 	$(GO) vet ./...

@@ -17,37 +17,41 @@ type Dataset struct {
 	Products  int64
 	Orders    int64 // each order has 1 to 4 items, 2.5 on average
 	Events    int64
-	Documents int64 // about 9.6 KiB of incompressible text each, so it lives in TOAST
-	// Months is how many monthly partitions of events hold the generated rows, ending with the
-	// current month; one more partition covers next month for the live writer.
+	Documents int64 // about 9.6 KiB of incompressible text each
+	// Months is how many months of events are generated, ending with the current one. On
+	// PostgreSQL each is a partition of events, and one more covers next month for the writer.
 	Months int
 }
 
-// Approximate bytes per row on disk (heap, TOAST and indexes), measured on PostgreSQL 15, and
-// each table's share of the size. They only need to be close: the report shows the real size.
-const (
-	customerBytes = 270
-	orderBytes    = 125
-	itemBytes     = 100 // per item; an order has 2.5
-	eventBytes    = 215
-	documentBytes = 10400
+// rowBytes are the approximate bytes per row on disk of each table (heap or clustered index,
+// TOAST or overflow pages, and secondary indexes), measured on each engine. They only need to be
+// close: the report shows the real size.
+type rowBytes struct {
+	customer, order, item, event, document float64 // item: per item; an order has 2.5
+}
 
+// pgRowBytes are measured on PostgreSQL 15; a document is about 9.6 KiB of incompressible text,
+// so it lives in TOAST.
+var pgRowBytes = rowBytes{customer: 270, order: 125, item: 100, event: 215, document: 10400}
+
+// Each table's share of the size.
+const (
 	customerShare = 0.10
 	orderShare    = 0.35 // orders and their items together
 	eventShare    = 0.25
 	documentShare = 0.30
 )
 
-// NewDataset sizes a dataset of about sizeMB mebibytes on disk, with at least a few rows in every
-// table so that a tiny demo still exercises every type.
-func NewDataset(sizeMB int) Dataset {
-	b := float64(sizeMB) * (1 << 20)
+// newDataset sizes a dataset of about sizeMB mebibytes on disk with rows of size b, with at
+// least a few rows in every table so that a tiny demo still exercises every type.
+func newDataset(sizeMB int, b rowBytes) Dataset {
+	size := float64(sizeMB) * (1 << 20)
 	return Dataset{
-		Customers: max(int64(b*customerShare/customerBytes), 100),
+		Customers: max(int64(size*customerShare/b.customer), 100),
 		Products:  max(int64(sizeMB)*20, 200),
-		Orders:    max(int64(b*orderShare/(orderBytes+2.5*itemBytes)), 200),
-		Events:    max(int64(b*eventShare/eventBytes), 200),
-		Documents: max(int64(b*documentShare/documentBytes), 20),
+		Orders:    max(int64(size*orderShare/(b.order+2.5*b.item)), 200),
+		Events:    max(int64(size*eventShare/b.event), 200),
+		Documents: max(int64(size*documentShare/b.document), 20),
 		Months:    12,
 	}
 }

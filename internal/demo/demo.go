@@ -1,37 +1,30 @@
 // Package demo runs a complete, self-checking migration on one machine: it starts two throwaway
-// PostgreSQL clusters, generates a shop database in the source and keeps a writer busy on it.
-// With the daemon in-process it copies and streams, verifies, cuts over with the writer following
-// the routing hook to the target, writes there for a while with the reverse stream running, and
-// rolls back. Then it checks both sides independently of the daemon's code: every table byte for
-// byte, and every write the writer saw acknowledged, on the target and on the source. It is what
-// `migrated demo` and `make demo` run.
+// PostgreSQL clusters or MariaDB servers, generates a shop database in the source and keeps a
+// writer busy on it. With the daemon in-process it copies and streams, verifies, cuts over with
+// the writer following the routing hook to the target, writes there for a while with the reverse
+// stream running, and rolls back. Then it checks both sides independently of the daemon's code:
+// every table row for row, and every write the writer saw acknowledged, on the target and on the
+// source. It is what `migrated demo` and `make demo` run.
 package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/migrated/migrated/internal/server"
-	"github.com/migrated/migrated/internal/testenv"
-	"golang.org/x/sync/errgroup"
 )
-
-// ErrNoPostgres means the PostgreSQL server binaries the demo needs are not installed.
-var ErrNoPostgres = errors.New("the PostgreSQL 15 server binaries (initdb, postgres, pg_dump) are not installed; " +
-	"install them with `sudo apt-get install postgresql-15` and run the demo again")
 
 // Options configures Run. The zero value runs the default demo quietly.
 type Options struct {
+	// Engine is the engine of both sides: EnginePostgres (two PostgreSQL clusters) or
+	// EngineMySQL (two MariaDB servers). Default EnginePostgres.
+	Engine string
 	// SizeMB is the approximate size of the generated dataset on disk. Default 300.
 	SizeMB int
 	// Stream is how long the writer keeps writing once the daemon is streaming, with lag shown
@@ -41,8 +34,8 @@ type Options struct {
 	// stream carrying its writes back to the source, before the rollback. Default 5s; negative
 	// means the rollback follows at once.
 	DualWrite time.Duration
-	// Keep leaves the clusters and the daemon running after the report, with their DSNs printed,
-	// until ctx ends. The clusters cannot outlive the process: they die with it.
+	// Keep leaves the servers and the daemon running after the report, with how to connect to
+	// them printed, until ctx ends. The servers cannot outlive the process: they die with it.
 	Keep bool
 	// Out receives the progress display and the report. Default io.Discard.
 	Out io.Writer
@@ -60,6 +53,9 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
+	if o.Engine == "" {
+		o.Engine = EnginePostgres
+	}
 	if o.SizeMB == 0 {
 		o.SizeMB = 300
 	}
@@ -91,18 +87,20 @@ func (o Options) withDefaults() Options {
 
 // Report is the outcome of a demo run.
 type Report struct {
+	// Engine is the engine of both sides, as in Options.
+	Engine string
 	// Tables has one entry per table, a partitioned table with its partitions summed.
 	Tables []TableResult
 	// GeneratedBytes is the size of the generated dataset on the source before the migration.
 	GeneratedBytes int64
-	// SetupTime covers starting the clusters and generating the data; LoadTime is the latter.
+	// SetupTime covers starting the servers and generating the data; LoadTime is the latter.
 	SetupTime, LoadTime time.Duration
 	// SnapshotTime runs from the daemon's start to the streaming phase: preflight, schema, the
 	// copy, and the indexes and keys built after it.
 	SnapshotTime time.Duration
 	// StreamTime is how long the writer ran once the daemon streamed, through the verify, the
 	// cutover, the dual-write phase and the rollback; CatchUpTime is how long the target then
-	// took to pass the source's last WAL position.
+	// took to pass the source's last position.
 	StreamTime, CatchUpTime time.Duration
 	// Verify is migrated's own online verify, run while the writer wrote.
 	Verify VerifyResult
@@ -119,7 +117,9 @@ type Report struct {
 	Routes []string
 	// VerifyTime is the independent comparison; TotalTime is the whole run.
 	VerifyTime, TotalTime time.Duration
-	// ChangesStreamed and TxnsStreamed are what the daemon applied from the forward stream.
+	// ChangesStreamed and TxnsStreamed are what the daemon applied from the forward stream,
+	// without the snapshot's rows, which a MySQL migration applies through its stream too (its
+	// transactions still count the snapshot's chunks).
 	ChangesStreamed, TxnsStreamed int64
 	// FinalLagSeconds and FinalLagBytes are the daemon's lag once caught up.
 	FinalLagSeconds float64
@@ -173,7 +173,7 @@ type SwitchResult struct {
 	LongestGap time.Duration
 	// Refused counts the writer's transactions the fence turned away; each was retried.
 	Refused int64
-	// FencePosition is the old side's WAL position at the fence.
+	// FencePosition is the old side's position (WAL or GTID) at the fence.
 	FencePosition string
 }
 
@@ -231,9 +231,14 @@ func (r *Report) Err() error {
 func Run(ctx context.Context, opts Options) (*Report, error) {
 	opts = opts.withDefaults()
 	start := time.Now()
-	con := &console{w: opts.Out, tty: opts.TTY, width: opts.Width, color: opts.TTY && os.Getenv("NO_COLOR") == ""}
-	if _, err := exec.LookPath("pg_dump"); err != nil {
-		return nil, fmt.Errorf("%w (pg_dump is not on PATH)", ErrNoPostgres)
+	con := &console{w: opts.Out, tty: opts.TTY, width: opts.Width, color: opts.TTY && os.Getenv("NO_COLOR") == "",
+		words: wordingFor(opts.Engine)}
+	eng, err := newEngine(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := eng.check(); err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "migrated-demo-")
 	if err != nil {
@@ -246,24 +251,23 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}()
 
-	con.printf("starting two throwaway PostgreSQL clusters …\n")
-	src, dst, err := startClusters(ctx)
-	if err != nil {
+	con.printf("starting two throwaway %s %s …\n", con.words.product, con.words.servers)
+	defer eng.stop()
+	if err := eng.start(ctx); err != nil {
 		return nil, err
 	}
-	defer dst.stop()
-	defer src.stop()
-	con.printf("source  %s\ntarget  %s\n", src.dsn, dst.dsn)
+	src, dst := eng.dsns()
+	con.printf("source  %s\ntarget  %s\n", src, dst)
 
-	ds := NewDataset(opts.SizeMB)
-	rep := &Report{}
+	ds := eng.dataset(opts.SizeMB)
+	rep := &Report{Engine: opts.Engine}
 	loadStart := time.Now()
-	if rep.GeneratedBytes, err = load(ctx, con, ds, src.dsn, opts.SizeMB); err != nil {
+	if rep.GeneratedBytes, err = load(ctx, con, eng, ds, opts.SizeMB); err != nil {
 		return nil, err
 	}
 	rep.LoadTime, rep.SetupTime = time.Since(loadStart), time.Since(start)
 
-	m := &migration{opts: opts, con: con, ds: ds, src: src.dsn, dst: dst.dsn, logPath: filepath.Join(dir, "daemon.log"), rep: rep, start: start}
+	m := &migration{opts: opts, con: con, eng: eng, ds: ds, logPath: filepath.Join(dir, "daemon.log"), rep: rep, start: start}
 	if err := m.run(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -278,75 +282,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-// cluster is one side of the demo: a throwaway server and the database in it.
-type cluster struct {
-	pg   *testenv.Postgres
-	db   string
-	dsn  string
-	once sync.Once
-}
-
-// startClusters starts the source and target clusters in parallel, each with an empty database.
-func startClusters(ctx context.Context) (src, dst *cluster, err error) {
-	src, dst = &cluster{db: "shop"}, &cluster{db: "shop"}
-	if os.Getenv(testenv.PostgresURLEnv) != "" {
-		// Both sides are databases of the one server named there; keep their names apart.
-		src.db, dst.db = "migrated_demo_source", "migrated_demo_target"
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	for _, c := range []*cluster{src, dst} {
-		g.Go(func() error {
-			pg, err := testenv.StartPostgres(testenv.PostgresOptions{})
-			if errors.Is(err, testenv.ErrNotInstalled) {
-				return fmt.Errorf("%w\n(%v)", ErrNoPostgres, err)
-			}
-			if err != nil {
-				return fmt.Errorf("start a PostgreSQL cluster: %w", err)
-			}
-			c.pg = pg
-			c.dsn, err = pg.CreateDB(gctx, c.db)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		src.stop()
-		dst.stop()
-		return nil, nil, err
-	}
-	return src, dst, nil
-}
-
-// stop shuts the cluster down and deletes it, or drops the database on an external server.
-func (c *cluster) stop() {
-	c.once.Do(func() {
-		if c.pg == nil {
-			return
-		}
-		if c.pg.External() && c.dsn != "" {
-			dropDatabase(c.pg.DSN("postgres"), c.db)
-		}
-		c.pg.Stop()
-	})
-}
-
-// dropDatabase removes a demo database and the replication slots in it from an external server.
-func dropDatabase(adminDSN, db string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, adminDSN)
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
-	conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, db)
-	time.Sleep(200 * time.Millisecond)
-	conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, db)
-	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
-}
-
 // load generates the dataset with a spinner and returns its size.
-func load(ctx context.Context, con *console, ds Dataset, dsn string, sizeMB int) (int64, error) {
-	con.printf("generating a ~%d MB shop database: customers, products, orders, order_items, events (%d monthly partitions), documents (TOAST) …\n", sizeMB, ds.Months+1)
+func load(ctx context.Context, con *console, eng engine, ds Dataset, sizeMB int) (int64, error) {
+	con.printf("generating a ~%d MB shop database: %s …\n", sizeMB, con.words.tables(ds))
 	var mu sync.Mutex
 	state := map[string]string{}
 	var order []string
@@ -372,55 +310,13 @@ func load(ctx context.Context, con *console, ds Dataset, dsn string, sizeMB int)
 	}
 	t0 := time.Now()
 	stop := con.spinner(label)
-	err := ds.Load(ctx, dsn, progress)
+	size, err := eng.load(ctx, ds, progress)
 	stop()
 	if err != nil {
-		return 0, err
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var size int64
-	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'`).Scan(&size); err != nil {
 		return 0, err
 	}
 	con.printf("generated %s in %s: %s customers, %s products, %s orders, ~%s order items, %s events, %s documents\n",
 		iec(size), dur(time.Since(t0)), count(ds.Customers), count(ds.Products), count(ds.Orders), count(ds.Orders*5/2),
 		count(ds.Events), count(ds.Documents))
 	return size, nil
-}
-
-// snapshotRows sums the rows the daemon copied per table, partitions into their root.
-func snapshotRows(ctx context.Context, dsn string, copied map[string]int64) (map[string]int64, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	_, rootOf, err := tables(ctx, conn)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]int64{}
-	for t, n := range copied {
-		root, ok := rootOf[t]
-		if !ok {
-			root = t
-		}
-		out[root] += n
-	}
-	return out, nil
-}
-
-// newWriterPool opens the writer's pool of two connections.
-func newWriterPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		return nil, err
-	}
-	cfg.MaxConns = 2
-	return pgxpool.NewWithConfig(ctx, cfg)
 }

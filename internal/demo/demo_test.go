@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
 	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/testenv"
@@ -37,6 +38,37 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\noutput:\n%s", err, out.String())
 	}
 	t.Logf("output:\n%s", out.String())
+	checkDemo(t, rep, out.String())
+}
+
+// TestDemoMariaDB runs the MariaDB demo the way TestDemo runs PostgreSQL's: two servers of its
+// own, the writer as an application account that the fence stops, and the same checks.
+func TestDemoMariaDB(t *testing.T) {
+	testenv.SkipIfShort(t)
+	if os.Getenv(testenv.MariaDBURLEnv) != "" {
+		t.Skipf("skipping: the MariaDB demo starts two servers of its own, and %s names one", testenv.MariaDBURLEnv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out syncBuffer
+	rep, err := Run(ctx, Options{Engine: EngineMySQL, SizeMB: 5, Stream: 2 * time.Second, DualWrite: 2 * time.Second, Out: &out})
+	if errors.Is(err, testenv.ErrNotInstalled) {
+		testenv.SkipOrFail(t, err)
+	}
+	if err != nil {
+		t.Fatalf("demo: %v\noutput:\n%s", err, out.String())
+	}
+	t.Logf("output:\n%s", out.String())
+	checkDemo(t, rep, out.String())
+	if !strings.Contains(out.String(), "starting two throwaway MariaDB servers") {
+		t.Error("the output does not say it starts MariaDB servers")
+	}
+}
+
+// checkDemo checks the report of a demo run on 6 tables, and its output: the verify, the
+// cutover and the rollback done, every acknowledged write on both sides, every table equal.
+func checkDemo(t *testing.T, rep *Report, out string) {
+	t.Helper()
 	if got, want := rep.WritesLost, 0; got != want {
 		t.Errorf("writes lost = %d, want %d; missing on the target: %v, on the source: %v", got, want, rep.MissingOnTarget, rep.MissingOnSource)
 	}
@@ -88,7 +120,7 @@ func TestDemo(t *testing.T) {
 
 	for _, want := range []string{"writes lost        0", "verify             clean", "migrated verify    clean",
 		"cutover            writes unavailable", "rollback           writes unavailable", "dual-write", "on the target"} {
-		if !strings.Contains(out.String(), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q", want)
 		}
 	}
@@ -209,6 +241,58 @@ func TestVerifyDetectsLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, want := fmt.Sprint(missing), "map[orders:[3]]"; got != want {
+		t.Errorf("missing = %s, want %s", got, want)
+	}
+}
+
+// TestVerifyDetectsLossMariaDB is TestVerifyDetectsLoss for the MariaDB checks: an order missing
+// on the target is a lost write, and its table differs; so does a value changed on one side.
+func TestVerifyDetectsLossMariaDB(t *testing.T) {
+	m := testenv.RequireMariaDB(t)
+	ctx := context.Background()
+	var conns [2]*client.Conn
+	for i, db := range []string{"verify_src", "verify_dst"} {
+		if err := m.CreateDB(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		c, err := client.Connect(m.Addr(), m.User(), m.Password(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		qs := append([]string{}, mySchema...)
+		qs = append(qs, "INSERT INTO customers (id, name, email, country, prefs, created_at) VALUES (1, 'Zoë', 'z@example.com', 'DE', '{}', '2025-01-01')",
+			"INSERT INTO orders (id, customer_id, placed_at) VALUES (1, 1, '2025-01-01'), (2, 1, '2025-01-01')")
+		if i == 0 { // the target lacks order 3
+			qs = append(qs, "INSERT INTO orders (id, customer_id, placed_at) VALUES (3, 1, '2025-01-01')")
+		}
+		qs = append(qs, "INSERT INTO order_items VALUES (1, 1, 1, 1, 9.99), (1, 2, 1, 1, "+[]string{"1.00", "2.00"}[i]+")")
+		for _, q := range qs {
+			if _, err := c.Execute(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		conns[i] = c
+	}
+	results, err := compareMyTables(ctx, conns[0], conns[1], func(string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(results), 6; got != want {
+		t.Fatalf("compared %d tables, want %d", got, want)
+	}
+	for _, r := range results {
+		different := r.Table == "verify_src.orders" || r.Table == "verify_src.order_items"
+		if got, want := r.Equal, !different; got != want {
+			t.Errorf("%s: equal = %v, want %v (source %d rows, target %d)", r.Table, got, want, r.SourceRows, r.TargetRows)
+		}
+	}
+	live := map[string][]string{"orders": {"1", "2", "3"}, "customers": {"1"}, "order_items": {"1/1", "1/2", "2/1"}}
+	missing, err := missingMyKeys(conns[1], SideTarget, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(missing), "map[order_items:[2/1] orders:[3]]"; got != want {
 		t.Errorf("missing = %s, want %s", got, want)
 	}
 }

@@ -38,20 +38,23 @@ const (
 
 // migration is the part of the demo that runs the daemon: from the writer's start to the report.
 type migration struct {
-	opts     Options
-	con      *console
-	ds       Dataset
-	src, dst string
-	logPath  string
-	rep      *Report
-	start    time.Time
+	opts    Options
+	con     *console
+	eng     engine
+	ds      Dataset
+	logPath string
+	rep     *Report
+	start   time.Time
 
 	// Set up by run.
-	d      *daemon.Daemon
-	w      *Writer
-	ledger *Ledger
-	router *router
-	dash   dashboard
+	d *daemon.Daemon
+	// actions are the daemon's operator actions, as the control API serves them: each engine
+	// has its own verify.
+	actions map[string]server.ActionFunc
+	w       *Writer
+	ledger  *Ledger
+	router  *router
+	dash    dashboard
 	// The line mode's last line: when, and for which stage and phase.
 	lastLine           time.Time
 	lastStage, lastKey string
@@ -61,15 +64,16 @@ type migration struct {
 // defaults and validation. Port 0 lets the control API pick a free port. The routing hook is the
 // demo's own router, which moves the writer.
 func (m *migration) config(hook string) (*config.Config, error) {
+	src, dst := m.eng.dsns()
 	y := fmt.Sprintf(`name: demo
-source: {engine: postgres, dsn: %q}
-target: {engine: postgres, dsn: %q}
+source: {engine: %[1]s, dsn: %[2]q}
+target: {engine: %[1]s, dsn: %[3]q}
 snapshot: {split-rows: %d}
 stream: {heartbeat-interval: 500ms, status-interval: 500ms, reconnect-max-backoff: 5s}
 cutover: {hooks: {webhook: %q, timeout: 10s}}
 api: {listen: "127.0.0.1:0"}
 log: {level: %q, format: json}
-`, m.src, m.dst, splitRows, hook, m.opts.LogLevel)
+`, m.opts.Engine, src, dst, splitRows, hook, m.opts.LogLevel)
 	return config.Parse([]byte(y), os.TempDir())
 }
 
@@ -82,19 +86,14 @@ func (m *migration) run(ctx context.Context) error {
 		return fmt.Errorf("create the daemon log: %w", err)
 	}
 	defer logFile.Close()
-	// The writer has a pool on each side and writes through the one the routing hook names.
-	srcPool, err := newWriterPool(ctx, m.src)
+	// The writer can write to each side and writes to the one the routing hook names.
+	shop, conns, closeShop, err := m.eng.shop(ctx, newStock(m.ds))
 	if err != nil {
-		return fmt.Errorf("connect the writer to the source: %w", err)
+		return err
 	}
-	defer srcPool.Close()
-	dstPool, err := newWriterPool(ctx, m.dst)
-	if err != nil {
-		return fmt.Errorf("connect the writer to the target: %w", err)
-	}
-	defer dstPool.Close()
+	defer closeShop()
 	m.ledger = NewLedger()
-	m.w = NewWriter(srcPool, dstPool, m.ds, m.ledger, m.opts.WriterPause)
+	m.w = NewWriter(shop, conns, m.ledger, m.opts.WriterPause)
 	if m.router, err = newRouter(m.w); err != nil {
 		return err
 	}
@@ -115,9 +114,10 @@ func (m *migration) run(ctx context.Context) error {
 	if m.d, err = daemon.New(cfg, log.With(zap.String("migration", cfg.Name)), met); err != nil {
 		return err
 	}
+	m.actions = m.d.Actions()
 	// The server binds its socket here; from now on only Run releases it.
 	srv, err := server.New(server.Options{Listen: cfg.API.Listen, Gatherer: reg, Status: m.d.Status, Ready: m.d.Ready,
-		Actions: m.d.Actions(), Logger: log})
+		Actions: m.actions, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -151,11 +151,11 @@ func (m *migration) run(ctx context.Context) error {
 		m.rep.TotalTime = time.Since(m.start)
 		m.rep.Print(m.opts.Out)
 		if m.opts.Keep {
-			m.con.printf("\n--keep: the clusters and the daemon stay up until Ctrl-C (they cannot outlive this process)\n"+
-				"  source       psql '%s'\n  target       psql '%s'\n  status       bin/migrated status --listen %s --watch 1s\n  daemon log   %s\n",
-				m.src, m.dst, srv.Addr(), m.logPath)
+			m.con.printf("\n--keep: the %[1]s and the daemon stay up until Ctrl-C (they cannot outlive this process)\n"+
+				"  source       %[2]s\n  target       %[3]s\n  status       bin/migrated status --listen %[4]s --watch 1s\n  daemon log   %[5]s\n",
+				m.con.words.servers, m.eng.shell(SideSource), m.eng.shell(SideTarget), srv.Addr(), m.logPath)
 			<-gctx.Done()
-			m.con.printf("stopping the daemon and removing the clusters …\n")
+			m.con.printf("stopping the daemon and removing the %s …\n", m.con.words.servers)
 		}
 	}
 	stopRun()
@@ -251,8 +251,12 @@ func (m *migration) collect(ctx context.Context) error {
 	copied := map[string]int64{}
 	for _, t := range st.Snapshot.Tables {
 		copied[t.Table] = t.RowsCopied
+		if m.con.words.snapshotInStream {
+			m.rep.ChangesStreamed -= t.RowsCopied
+		}
 	}
-	per, err := snapshotRows(ctx, m.src, copied)
+	m.rep.ChangesStreamed = max(m.rep.ChangesStreamed, 0)
+	per, err := m.eng.tableRows(ctx, copied)
 	if err != nil {
 		return err
 	}
@@ -275,7 +279,7 @@ func (m *migration) verify(ctx context.Context) error {
 		defer mu.Unlock()
 		return fmt.Sprintf("verifying every table on both sides: %s (%d done)", current, n)
 	})
-	results, err := compareTables(ctx, m.src, m.dst, func(table string) {
+	results, err := m.eng.compareTables(ctx, func(table string) {
 		mu.Lock()
 		defer mu.Unlock()
 		if current != "" {
@@ -306,10 +310,10 @@ func (m *migration) verify(ctx context.Context) error {
 	for _, keys := range live {
 		m.rep.KeysChecked += len(keys)
 	}
-	if m.rep.MissingOnTarget, err = missingKeys(ctx, SideTarget, m.dst, live); err != nil {
+	if m.rep.MissingOnTarget, err = m.eng.missingKeys(ctx, SideTarget, live); err != nil {
 		return err
 	}
-	if m.rep.MissingOnSource, err = missingKeys(ctx, SideSource, m.src, live); err != nil {
+	if m.rep.MissingOnSource, err = m.eng.missingKeys(ctx, SideSource, live); err != nil {
 		return err
 	}
 	lost := map[Key]struct{}{}

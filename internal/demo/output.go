@@ -22,6 +22,7 @@ type console struct {
 	tty   bool
 	width int
 	color bool
+	words wording
 }
 
 func (c *console) printf(format string, args ...any) {
@@ -95,7 +96,7 @@ func (d dashboard) writerLine() string {
 // draw clears the terminal and shows the dashboard with the daemon's own status view.
 func (c *console) draw(d dashboard) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "migrated demo — a live migration between two throwaway PostgreSQL clusters   (Ctrl-C stops and cleans up)\n\n")
+	fmt.Fprintf(&b, "migrated demo — a live migration between two throwaway %s %s   (Ctrl-C stops and cleans up)\n\n", c.words.product, c.words.servers)
 	fmt.Fprintf(&b, "daemon log  %s\n", d.logPath)
 	fmt.Fprintf(&b, "control API http://%s/v1/status   (bin/migrated status --listen %s --watch 1s)\n", d.api, d.api)
 	fmt.Fprintf(&b, "writer      %s\n", d.writerLine())
@@ -139,6 +140,7 @@ func (c *console) line(d dashboard) {
 // Print writes the report.
 func (r *Report) Print(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	words := wordingFor(r.Engine)
 	p("\nmigrated demo — report\n\n")
 	nameW := len("total")
 	for _, t := range r.Tables {
@@ -159,8 +161,8 @@ func (r *Report) Print(w io.Writer) {
 	row := func(label, format string, args ...any) { p("  %-18s %s\n", label, fmt.Sprintf(format, args...)) }
 	row("rows moved", "%s (%s copied in the snapshot + %s changes streamed to the target + %s streamed back to the source)",
 		count(snap+r.ChangesStreamed+r.ReverseChanges), count(snap), count(r.ChangesStreamed), count(r.ReverseChanges))
-	row("bytes", "%s on the source (tables, TOAST and indexes)", iec(size))
-	row("setup", "%s (two clusters started, %s generated in %s)", dur(r.SetupTime), iec(r.GeneratedBytes), dur(r.LoadTime))
+	row("bytes", "%s on the source (%s)", iec(size), words.size)
+	row("setup", "%s (two %s started, %s generated in %s)", dur(r.SetupTime), words.servers, iec(r.GeneratedBytes), dur(r.LoadTime))
 	row("snapshot time", "%s (preflight, schema, parallel copy, indexes and keys, under live writes)", dur(r.SnapshotTime))
 	row("streamed", "%s while writing (verify, cutover, dual-write and rollback included), then caught up %s after the writer stopped",
 		dur(r.StreamTime), dur(r.CatchUpTime))
@@ -201,7 +203,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 	row("writes lost", "%s", lost)
 	if len(r.Mismatched) == 0 {
-		row("verify", "clean: %d tables byte-identical on both sides (sorted COPY, SHA-256), in %s", len(r.Tables), dur(r.VerifyTime))
+		row("verify", "clean: %d tables byte-identical on both sides (%s), in %s", len(r.Tables), words.compare, dur(r.VerifyTime))
 	} else {
 		row("verify", "%d mismatched tables: %s", len(r.Mismatched), strings.Join(r.Mismatched, ", "))
 	}

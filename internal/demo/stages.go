@@ -2,11 +2,9 @@ package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/server"
 )
 
@@ -38,7 +36,7 @@ func (m *migration) stream(ctx context.Context) (time.Time, error) {
 // verifyOnline runs migrated's verify while the writer writes, and waits for its result.
 func (m *migration) verifyOnline(ctx context.Context) error {
 	t0 := time.Now()
-	if _, err := m.d.Verify(ctx, server.ActionRequest{}); err != nil {
+	if _, err := m.actions["verify"](ctx, server.ActionRequest{}); err != nil {
 		return fmt.Errorf("start the verify: %w", err)
 	}
 	var v server.VerifyState
@@ -105,7 +103,7 @@ func (m *migration) cutover(ctx context.Context) error {
 		return err
 	}
 	// The demo has no maintenance window to wait for: Force stands for the operator's --force.
-	res, err := m.switchWrites(ctx, "cutover", m.d.Cutover, server.ActionRequest{Confirm: "demo", Force: true}, SideTarget)
+	res, err := m.switchWrites(ctx, "cutover", m.actions["cutover"], server.ActionRequest{Confirm: "demo", Force: true}, SideTarget)
 	m.rep.Cutover = res
 	if err != nil {
 		return err
@@ -158,7 +156,7 @@ func (m *migration) reverse(st server.Status) {
 // rollback moves the writes back to the source. The demo cannot check a migration that a
 // rollback left half-way, so anything but done is an error.
 func (m *migration) rollback(ctx context.Context) error {
-	res, err := m.switchWrites(ctx, "rollback", m.d.Rollback, server.ActionRequest{Confirm: "demo"}, SideSource)
+	res, err := m.switchWrites(ctx, "rollback", m.actions["rollback"], server.ActionRequest{Confirm: "demo"}, SideSource)
 	m.rep.Rollback = res
 	if err != nil {
 		return err
@@ -243,7 +241,7 @@ func (m *migration) switchWrites(ctx context.Context, op string, action server.A
 	return res, err
 }
 
-// catchUp stops the writer, then waits until the target's checkpoint passes the source's WAL
+// catchUp stops the writer, then waits until the target's checkpoint passes the source's
 // position taken then.
 func (m *migration) catchUp(ctx context.Context, streamingAt time.Time, stopWriter func(), writerDone <-chan struct{}) error {
 	stopWriter()
@@ -253,37 +251,25 @@ func (m *migration) catchUp(ctx context.Context, streamingAt time.Time, stopWrit
 		return ctx.Err()
 	}
 	m.rep.StreamTime = time.Since(streamingAt)
-	// Connected only now: a fence ends every session but migrated's own, the demo's included.
-	src, err := pgx.Connect(ctx, m.src)
+	// Read only now: a fence ends every session but migrated's own, the demo's included.
+	stopPos, err := m.eng.position(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to the source: %w", err)
+		return err
 	}
-	defer src.Close(context.WithoutCancel(ctx))
-	var stopLSN string
-	if err := src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&stopLSN); err != nil {
-		return fmt.Errorf("read the source's WAL position: %w", err)
-	}
-	dst, err := pgx.Connect(ctx, m.dst)
-	if err != nil {
-		return fmt.Errorf("connect to the target: %w", err)
-	}
-	defer dst.Close(context.WithoutCancel(ctx))
 	stoppedAt := time.Now()
 	err = m.follow(ctx, "catch-up", func(_ server.Status, now time.Time) (string, bool, error) {
-		var reached bool
-		err := dst.QueryRow(ctx, `SELECT position::pg_lsn >= $1::pg_lsn FROM _migrated.progress
-			WHERE migration = 'demo' AND stream = 'forward'`, stopLSN).Scan(&reached)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return "", false, fmt.Errorf("read the target's checkpoint: %w", err)
+		reached, err := m.eng.reached(ctx, stopPos)
+		if err != nil {
+			return "", false, err
 		}
 		if reached {
 			m.rep.CatchUpTime = now.Sub(stoppedAt)
 			return "", true, nil
 		}
 		if now.Sub(stoppedAt) > catchUpLimit {
-			return "", false, fmt.Errorf("the target did not reach the source's position %s within %s after the writer stopped", stopLSN, catchUpLimit)
+			return "", false, fmt.Errorf("the target did not reach the source's position %s within %s after the writer stopped", stopPos, catchUpLimit)
 		}
-		return "writer stopped at source WAL " + stopLSN + "; waiting for the target's checkpoint to pass it", false, nil
+		return fmt.Sprintf("writer stopped at source %s %s; waiting for the target's checkpoint to pass it", m.con.words.pos, stopPos), false, nil
 	})
 	if err != nil {
 		return err

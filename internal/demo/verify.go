@@ -21,9 +21,9 @@ type TableResult struct {
 	SnapshotRows int64
 	// SourceRows and TargetRows are the rows on each side at the end.
 	SourceRows, TargetRows int64
-	// Bytes is the table's size on the source, with TOAST and indexes.
+	// Bytes is the table's size on the source, with TOAST or overflow pages, and indexes.
 	Bytes int64
-	// Equal is true when both sides' rows, as text in sorted order, are byte-identical.
+	// Equal is true when both sides' rows, as text in key or sorted order, are byte-identical.
 	Equal bool
 }
 
@@ -112,7 +112,7 @@ func compareTables(ctx context.Context, srcDSN, dstDSN string, progress func(tab
 			return nil, err
 		}
 		res.SourceRows, res.TargetRows = a.lines, b.lines
-		res.Equal = bytes.Equal(a.h.Sum(nil), b.h.Sum(nil))
+		res.Equal = a.equal(b)
 		results = append(results, res)
 	}
 	return results, nil
@@ -124,7 +124,8 @@ func splitName(s string) []string {
 	return []string{schema, name}
 }
 
-// digest hashes a COPY stream and counts its rows without keeping it in memory.
+// digest hashes rows written as lines of text, as COPY writes them, and counts them without
+// keeping them in memory.
 type digest struct {
 	h     hash.Hash
 	lines int64
@@ -136,6 +137,9 @@ func (d *digest) Write(p []byte) (int, error) {
 	d.lines += int64(bytes.Count(p, []byte{'\n'}))
 	return d.h.Write(p)
 }
+
+// equal reports whether d and o hashed the same bytes.
+func (d *digest) equal(o *digest) bool { return bytes.Equal(d.h.Sum(nil), o.h.Sum(nil)) }
 
 // keyQueries find which of the given keys ($1, text[]) are present, one query per table the
 // writer touches.
@@ -168,12 +172,21 @@ func missingKeys(ctx context.Context, side, dsn string, live map[string][]string
 		if err != nil {
 			return nil, fmt.Errorf("look up %s keys on the %s: %w", table, side, err)
 		}
-		slices.Sort(found)
-		for _, k := range keys {
-			if _, ok := slices.BinarySearch(found, k); !ok {
-				missing[table] = append(missing[table], k)
-			}
+		if lost := absent(keys, found); len(lost) > 0 {
+			missing[table] = lost
 		}
 	}
 	return missing, nil
+}
+
+// absent returns the keys that are not among found, which it sorts.
+func absent(keys, found []string) []string {
+	slices.Sort(found)
+	var out []string
+	for _, k := range keys {
+		if _, ok := slices.BinarySearch(found, k); !ok {
+			out = append(out, k)
+		}
+	}
+	return out
 }

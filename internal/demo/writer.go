@@ -2,21 +2,13 @@ package demo
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/migrated/migrated/internal/postgres"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -39,7 +31,7 @@ type Ledger struct {
 	mu            sync.Mutex
 	acked         map[Key]struct{}
 	deleted       map[Key]struct{}
-	deletedOrders map[string]struct{} // deleting an order cascades to its items
+	deletedOrders map[string]struct{} // deleting an order deletes its items
 	writes, txns  int64
 	bySide        map[string]int64 // row writes acknowledged by each side
 }
@@ -120,59 +112,126 @@ func (l *Ledger) Live() (live map[string][]string, excluded int) {
 	return live, excluded
 }
 
+// shop is an engine's half of the writer: the shop's transactions in the engine's SQL, and how
+// to read its errors.
+type shop interface {
+	// session returns the state of one writer connection, which runs one transaction at a time.
+	session() shopSession
+	// conflict reports whether err is a deadlock or a serialization failure between the
+	// writer's own connections: the transaction did not commit and is dropped.
+	conflict(err error) bool
+	// refused reports whether err is a fence turning the transaction away: a read-only server,
+	// an ended session, a lost connection. It did not commit, and the writer retries on the side
+	// the routing hook names by then.
+	refused(err error) bool
+}
+
+// shopSession runs the shop's transactions for one writer connection.
+type shopSession interface {
+	// txn runs one transaction of the kind kind on side and returns the keys it wrote and
+	// deleted, once committed. When the commit itself fails, its outcome is unknown: deleted
+	// then lists the rows it deleted, which the ledger leaves out of the check.
+	txn(ctx context.Context, side string, kind txKind, r *rand.Rand) (written, deleted []Key, err error)
+	close()
+}
+
+// txKind is one of the shop's transactions.
+type txKind int
+
+const (
+	txPlaceOrder    txKind = iota // an order with 1 to 4 items and an event, a new customer one time in ten
+	txAdvanceOrder                // an order's status, and an event
+	txTouchCustomer               // a customer's preferences
+	txDeleteOrder                 // an order and its items
+	txDeleteItem                  // an order's last item
+	txTouchDocument               // a document renamed or rewritten, or a new one
+)
+
+// pickTx chooses the next transaction: mostly orders, as a shop's traffic would be.
+func pickTx(r *rand.Rand) txKind {
+	switch n := r.IntN(100); {
+	case n < 45:
+		return txPlaceOrder
+	case n < 65:
+		return txAdvanceOrder
+	case n < 75:
+		return txTouchCustomer
+	case n < 83:
+		return txDeleteOrder
+	case n < 90:
+		return txDeleteItem
+	}
+	return txTouchDocument
+}
+
+// orderStatuses are the values of the orders' status in both engines' schemas.
+var orderStatuses = []string{"pending", "paid", "shipped", "delivered", "cancelled"}
+
+// stock is what the writer knows of the shop's rows, shared by its connections: how many
+// customers and products the dataset has, and the highest order and document ids so far.
+type stock struct {
+	customers, products int64
+	maxOrder, maxDoc    atomic.Int64
+}
+
+func newStock(ds Dataset) *stock {
+	s := &stock{customers: ds.Customers, products: ds.Products}
+	s.maxOrder.Store(ds.Orders)
+	s.maxDoc.Store(ds.Documents)
+	return s
+}
+
+// customer returns the number (1-based) of a random generated customer.
+func (s *stock) customer(r *rand.Rand) int64 { return 1 + r.Int64N(s.customers) }
+
+// order returns the id of a random order, which the writer may have deleted since.
+func (s *stock) order(r *rand.Rand) int64 { return 1 + r.Int64N(s.maxOrder.Load()) }
+
+// document returns the id of a random document.
+func (s *stock) document(r *rand.Rand) int64 { return 1 + r.Int64N(s.maxDoc.Load()) }
+
+// placed records the id of an order the writer inserted.
+func (s *stock) placed(order int64) { storeMax(&s.maxOrder, order) }
+
 // Writer is the demo's application: it places orders with their items and events, moves orders
-// through their statuses, updates customers and TOASTed documents, and deletes orders and items,
-// each in a transaction, recording every commit in a Ledger. It writes to the side that the
-// routing hook last named (Route), as an application behind a pooler or service discovery would.
+// through their statuses, updates customers and documents, and deletes orders and items, each in
+// a transaction, recording every commit in a Ledger. It writes to the side that the routing hook
+// last named (Route), as an application behind a pooler or service discovery would.
 type Writer struct {
-	sides    map[string]*endpoint
-	current  atomic.Pointer[endpoint]
+	shop     shop
+	onTarget atomic.Bool
 	conns    int
 	ledger   *Ledger
 	pause    time.Duration
-	products int64
-	custs    int64
-	maxOrder atomic.Int64
-	maxDoc   atomic.Int64
 	aborted  atomic.Int64
 	refused  atomic.Int64
 	gaps     gapMeter
 }
 
-// endpoint is one database the writer can write to.
-type endpoint struct {
-	side string
-	pool *pgxpool.Pool
-}
-
-// NewWriter returns a writer that starts on source, which must hold the dataset ds, and moves to
-// target when routed there. It runs as many connections as source's pool allows and waits
-// pause between transactions on each, which keeps the demo's two CPUs free for the migration.
-func NewWriter(source, target *pgxpool.Pool, ds Dataset, ledger *Ledger, pause time.Duration) *Writer {
-	w := &Writer{
-		sides:  map[string]*endpoint{SideSource: {SideSource, source}, SideTarget: {SideTarget, target}},
-		conns:  int(source.Config().MaxConns),
-		ledger: ledger, pause: pause, products: ds.Products, custs: ds.Customers,
-	}
-	w.current.Store(w.sides[SideSource])
-	w.maxOrder.Store(ds.Orders)
-	w.maxDoc.Store(ds.Documents)
-	return w
+// NewWriter returns a writer that starts on the source and moves to the target when routed
+// there. It runs conns connections through shop and waits pause between transactions on each,
+// which keeps the demo's two CPUs free for the migration.
+func NewWriter(shop shop, conns int, ledger *Ledger, pause time.Duration) *Writer {
+	return &Writer{shop: shop, conns: conns, ledger: ledger, pause: pause}
 }
 
 // Route sends the writer's next transactions to side, SideSource or SideTarget. A transaction
 // under way finishes where it began, or is refused there by the fence and retried on side.
 func (w *Writer) Route(side string) error {
-	ep, ok := w.sides[side]
-	if !ok {
+	if side != SideSource && side != SideTarget {
 		return fmt.Errorf("unknown side %q; want %s or %s", side, SideSource, SideTarget)
 	}
-	w.current.Store(ep)
+	w.onTarget.Store(side == SideTarget)
 	return nil
 }
 
 // Side returns the side the writer writes to now.
-func (w *Writer) Side() string { return w.current.Load().side }
+func (w *Writer) Side() string {
+	if w.onTarget.Load() {
+		return SideTarget
+	}
+	return SideSource
+}
 
 // Refused returns how many transactions a fence refused so far; each was retried.
 func (w *Writer) Refused() int64 { return w.refused.Load() }
@@ -185,6 +244,8 @@ func (w *Writer) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range w.conns {
 		g.Go(func() error {
+			s := w.shop.session()
+			defer s.close()
 			r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
 			for {
 				select {
@@ -193,20 +254,19 @@ func (w *Writer) Run(ctx context.Context) error {
 				case <-time.After(w.pause):
 				}
 				txCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 30*time.Second)
-				err := w.step(txCtx, r)
+				side, err := w.step(txCtx, s, r)
 				cancel()
-				var pgErr *pgconn.PgError
 				switch {
 				case err == nil:
-				case errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001"):
+				case w.shop.conflict(err):
 					w.aborted.Add(1)
-				case postgres.RefusedByFence(err):
+				case w.shop.refused(err):
 					w.refused.Add(1)
 					// Not acknowledged, so not recorded: the next round retries on the side the
 					// hook names by then. The pause keeps a refused side from being hammered.
 					time.Sleep(10 * time.Millisecond)
 				default:
-					return fmt.Errorf("demo writer on the %s: %w", w.Side(), err)
+					return fmt.Errorf("demo writer on the %s: %w", side, err)
 				}
 			}
 		})
@@ -216,45 +276,18 @@ func (w *Writer) Run(ctx context.Context) error {
 
 // step runs one transaction chosen at random on the side the writer is routed to, and records
 // it once committed.
-func (w *Writer) step(ctx context.Context, r *rand.Rand) error {
-	var written, deleted []Key
-	ep := w.current.Load()
-	tx, err := ep.pool.Begin(ctx)
+func (w *Writer) step(ctx context.Context, s shopSession, r *rand.Rand) (string, error) {
+	side := w.Side()
+	written, deleted, err := s.txn(ctx, side, pickTx(r), r)
 	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	order := strconv.FormatInt(1+r.Int64N(w.maxOrder.Load()), 10)
-	switch n := r.IntN(100); {
-	case n < 45:
-		written, err = w.placeOrder(ctx, tx, r)
-	case n < 65:
-		written, err = w.advanceOrder(ctx, tx, order, r)
-	case n < 75:
-		written, err = returning(ctx, tx, "customers", `UPDATE customers
-			SET prefs = prefs || jsonb_build_object('visits', coalesce((prefs->>'visits')::int, 0) + 1, 'last_seen', now())
-			WHERE id = $1 RETURNING id::text`, w.customer(r))
-	case n < 83:
-		deleted, err = returning(ctx, tx, "orders", `DELETE FROM orders WHERE id = $1 RETURNING id::text`, order)
-	case n < 90:
-		deleted, err = returning(ctx, tx, "order_items", `DELETE FROM order_items WHERE (order_id, line) =
-			(SELECT order_id, max(line) FROM order_items WHERE order_id = $1 GROUP BY order_id)
-			RETURNING order_id || '/' || line`, order)
-	default:
-		written, err = w.touchDocument(ctx, tx, r)
-	}
-	if err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		// The commit may have happened without its acknowledgement reaching us: leave the
+		// A commit may have happened without its acknowledgement reaching us: leave the
 		// deleted rows out of the check rather than count them lost.
 		w.ledger.Forget(deleted)
-		return err
+		return side, err
 	}
 	w.gaps.ack(time.Now())
-	w.ledger.Commit(ep.side, written, deleted)
-	return nil
+	w.ledger.Commit(side, written, deleted)
+	return side, nil
 }
 
 // gapMeter measures the longest time between two acknowledged writes: the write pause of a
@@ -289,103 +322,6 @@ func (g *gapMeter) longest(now time.Time) time.Duration {
 		return g.worst
 	}
 	return max(g.worst, now.Sub(g.last))
-}
-
-// placeOrder inserts an order with 1 to 4 items and an event, for a new customer one time in ten.
-func (w *Writer) placeOrder(ctx context.Context, tx pgx.Tx, r *rand.Rand) ([]Key, error) {
-	var keys []Key
-	cust := w.customer(r)
-	if r.IntN(10) == 0 {
-		k, err := returning(ctx, tx, "customers", `INSERT INTO customers (id, name, email, country, prefs)
-			VALUES (gen_random_uuid(), 'Live Kundin ' || $1::text || ' ✓', 'live-' || gen_random_uuid() || '@example.com', 'SE', '{"live": true}')
-			RETURNING id::text`, strconv.Itoa(r.IntN(1000)))
-		if err != nil {
-			return nil, err
-		}
-		keys, cust = append(keys, k...), k[0].ID
-	}
-	k, err := returning(ctx, tx, "orders", `INSERT INTO orders (customer_id, note) VALUES ($1, 'live order') RETURNING id::text`, cust)
-	if err != nil {
-		return nil, err
-	}
-	keys = append(keys, k...)
-	order := k[0].ID
-	items, err := returning(ctx, tx, "order_items", `INSERT INTO order_items (order_id, line, product_id, quantity, unit_price)
-		SELECT $1::bigint, l, 1 + ($1::bigint + l) % $3::int, 1 + l % 3, round(l * 3.45, 2) FROM generate_series(1, $2::int) l
-		RETURNING order_id || '/' || line`, order, 1+r.IntN(4), w.products)
-	if err != nil {
-		return nil, err
-	}
-	keys = append(keys, items...)
-	if _, err := tx.Exec(ctx, `UPDATE orders SET total = (SELECT sum(quantity * unit_price) FROM order_items WHERE order_id = $1) WHERE id = $1`, order); err != nil {
-		return nil, err
-	}
-	ev, err := returning(ctx, tx, "events", `INSERT INTO events (occurred_at, customer_id, kind, payload)
-		VALUES (now(), $1, 'order_placed', jsonb_build_object('order', $2::bigint)) RETURNING id::text`, cust, order)
-	if err != nil {
-		return nil, err
-	}
-	if id, err := strconv.ParseInt(order, 10, 64); err == nil {
-		storeMax(&w.maxOrder, id)
-	}
-	return append(keys, ev...), nil
-}
-
-// advanceOrder sets an order's status and logs an event for it.
-func (w *Writer) advanceOrder(ctx context.Context, tx pgx.Tx, order string, r *rand.Rand) ([]Key, error) {
-	statuses := []string{"pending", "paid", "shipped", "delivered", "cancelled"}
-	keys, err := returning(ctx, tx, "orders", `UPDATE orders SET status = $2 WHERE id = $1 RETURNING id::text`, order, statuses[r.IntN(len(statuses))])
-	if err != nil || len(keys) == 0 {
-		return keys, err
-	}
-	ev, err := returning(ctx, tx, "events", `INSERT INTO events (occurred_at, kind, payload)
-		VALUES (now(), 'status_changed', jsonb_build_object('order', $1::bigint)) RETURNING id::text`, order)
-	return append(keys, ev...), err
-}
-
-// touchDocument renames a document, which leaves its TOASTed body out of the change stream,
-// rewrites a body, or adds a document.
-func (w *Writer) touchDocument(ctx context.Context, tx pgx.Tx, r *rand.Rand) ([]Key, error) {
-	doc := strconv.FormatInt(1+r.Int64N(w.maxDoc.Load()), 10)
-	switch r.IntN(3) {
-	case 0:
-		return returning(ctx, tx, "documents", `UPDATE documents SET title = title || ' ✓', updated_at = now() WHERE id = $1 RETURNING id::text`, doc)
-	case 1:
-		return returning(ctx, tx, "documents", `UPDATE documents
-			SET body = (SELECT string_agg(md5(random()::text || s), '') FROM generate_series(1, 250) s), updated_at = now()
-			WHERE id = $1 RETURNING id::text`, doc)
-	}
-	return returning(ctx, tx, "documents", `INSERT INTO documents (id, customer_id, title, body)
-		VALUES ($1::bigint, $2, 'Live note ' || $1::bigint, repeat('live text ', 1500)) RETURNING id::text`, w.maxDoc.Add(1), w.customer(r))
-}
-
-// customer returns the id of a random generated customer.
-func (w *Writer) customer(r *rand.Rand) string {
-	return generatedCustomer(1 + r.Int64N(w.custs))
-}
-
-// generatedCustomer is the uuid the dataset gives customer n: md5('c' || n)::uuid.
-func generatedCustomer(n int64) string {
-	sum := md5.Sum([]byte("c" + strconv.FormatInt(n, 10)))
-	h := hex.EncodeToString(sum[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
-
-// returning runs a statement whose rows return one key each.
-func returning(ctx context.Context, tx pgx.Tx, table, sql string, args ...any) ([]Key, error) {
-	rows, err := tx.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", table, err)
-	}
-	keys := make([]Key, len(ids))
-	for i, id := range ids {
-		keys[i] = Key{Table: table, ID: id}
-	}
-	return keys, nil
 }
 
 // storeMax raises v to n unless it is already higher.
