@@ -551,7 +551,7 @@ func firstWords(q string) string {
 func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 	refuse := func(name string) server.ActionFunc {
 		return func(context.Context, server.ActionRequest) (any, error) {
-			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a migration between MySQL and PostgreSQL in this version (it is for MySQL → MySQL): the migration streams, and status and metrics show its progress; see docs/mysql.md for ending it by hand with `migrated complete`", name)}
+			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a migration from PostgreSQL into MySQL in this version (it is for MySQL → MySQL and MySQL → PostgreSQL): the migration streams, and status and metrics show its progress; see docs/mysql.md for ending it by hand with `migrated complete`", name)}
 		}
 	}
 	out := map[string]server.ActionFunc{"pause": d.Pause, "resume": d.Resume, "verify": d.verifyBinlog}
