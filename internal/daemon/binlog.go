@@ -566,7 +566,7 @@ func (d *Daemon) binlogActions() map[string]server.ActionFunc {
 	}
 	out["complete"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
 		return d.endBinlog(ctx, req, "complete", "completed",
-			"completed: the stream stopped and its slot, publication or watermark rows are gone from the source; the target keeps every row it applied. Point the application at the target if you have not (there is no cutover for MySQL in this version: stop writes to the source and wait for lag 0 first)")
+			"completed: the stream stopped and its slot, publication or watermark rows are gone from the source; the target keeps every row it applied. Nothing was fenced or routed: the application writes where it wrote before (to move it without losing a write, a cutover does that: `migrated cutover`, where the engines allow it)")
 	}
 	return out
 }
