@@ -146,8 +146,17 @@ func (d *Daemon) runCross(ctx context.Context) (verify.CrossResult, error) {
 		tables = append(tables, verify.CrossTable{Source: t, Target: tt})
 	}
 	started := time.Now()
-	c.Progress = func(string, int64) {
-		d.showVerify(verify.Result{StartedAt: started, Tables: len(tables)}, true)
+	so := map[string]verify.CrossTableResult{}
+	c.Progress = func(r verify.CrossTableResult) {
+		r.Mismatches = nil // counted in r; the samples are shown when the run ends
+		so[r.Table] = r
+		var all verify.CrossResult
+		for _, t := range so {
+			all.Tables = append(all.Tables, t)
+		}
+		sum := all.Summary()
+		sum.StartedAt, sum.Tables = started, len(tables)
+		d.showVerify(sum, true)
 	}
 	d.showVerify(verify.Result{StartedAt: started, Tables: len(tables)}, true)
 	return c.Run(ctx, tables)

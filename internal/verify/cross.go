@@ -93,9 +93,9 @@ type Cross struct {
 	MaxSamples int
 	// Workers is how many tables are verified at once. Default 2.
 	Workers int
-	// Progress, if set, is called after each source chunk with the rows of the table compared so
-	// far, from one goroutine at a time.
-	Progress func(table string, rowsChecked int64)
+	// Progress, if set, is called after each chunk, and when a table is done, with the table's
+	// result so far, from one goroutine at a time. It must not keep the Mismatches slice.
+	Progress func(t CrossTableResult)
 	// Log may be nil.
 	Log *zap.Logger
 }
@@ -321,6 +321,7 @@ func (r *crossRun) run(ctx context.Context) error {
 		return fmt.Errorf("verify %s: %w", r.p.name, err)
 	}
 	r.out.Done = true
+	r.progress()
 	r.log.Info("verified table", zap.Int64("rows", r.out.Rows), zap.Int64("missing", r.out.Missing),
 		zap.Int64("extra", r.out.Extra), zap.Int64("different", r.out.Different))
 	return nil
@@ -564,7 +565,7 @@ func (r *crossRun) progress() {
 	}
 	r.progressMu.Lock()
 	defer r.progressMu.Unlock()
-	r.c.Progress(r.p.name, r.out.Rows)
+	r.c.Progress(*r.out)
 }
 
 // kindOf is the kind of a difference that CrossTarget.Compare reports.

@@ -187,7 +187,7 @@ func TestCrossRecheck(t *testing.T) {
 					waits++
 					return nil
 				},
-				Progress: func(_ string, n int64) { progress = append(progress, n) },
+				Progress: func(r CrossTableResult) { progress = append(progress, r.Rows) },
 			}
 			res, err := c.Run(t.Context(), []CrossTable{{Source: memSchema, Target: memSchema}})
 			if err != nil {
