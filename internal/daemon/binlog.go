@@ -456,8 +456,13 @@ func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
 			if err != nil {
 				return err
 			}
+			n, known := stream.lagBytes(gctx)
 			d.mu.Lock()
 			l.status.SourcePosition = pos
+			if known {
+				l.status.LagBytes = n
+				d.m.LagBytes.WithLabelValues(l.direction).Set(float64(n))
+			}
 			if len(raw)+len(events) == 0 && l.status.LagSeconds > 0 {
 				l.status.LagSeconds = 0
 				d.m.LagSeconds.WithLabelValues(l.direction).Set(0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -45,6 +46,9 @@ type sourceStream interface {
 	durable(pos cdc.Position)
 	// beat writes a heartbeat and returns the source's current position.
 	beat(ctx context.Context) (string, error)
+	// lagBytes is how far, in bytes of the source's log, the source is past the durable
+	// position; ok is false when it is not known. Called after beat, on the same goroutine.
+	lagBytes(ctx context.Context) (n int64, ok bool)
 	close()
 }
 
@@ -187,11 +191,29 @@ type mysqlStream struct {
 	src  *client.Conn
 	hb   *mysql.SnapshotSource
 	name string
+
+	mu      sync.Mutex
+	applied mysql.Position // the last durable position with its binlog coordinates
 }
 
 func (m *mysqlStream) run(ctx context.Context, out chan<- cdc.Event) error { return m.s.Run(ctx, out) }
-func (m *mysqlStream) durable(cdc.Position)                                {}
 func (m *mysqlStream) close()                                              { m.hb.Close(); m.src.Close() }
+
+func (m *mysqlStream) durable(pos cdc.Position) {
+	if p, ok := snapshot.Unwrap(pos).(mysql.Position); ok && p.File != "" {
+		m.mu.Lock()
+		m.applied = p
+		m.mu.Unlock()
+	}
+}
+
+func (m *mysqlStream) lagBytes(context.Context) (int64, bool) {
+	m.mu.Lock()
+	at := m.applied
+	m.mu.Unlock()
+	n, ok, err := mysql.BinlogDistance(m.src, at)
+	return n, ok && err == nil
+}
 
 // beat writes a heartbeat row: it keeps lag true on an idle source.
 func (m *mysqlStream) beat(ctx context.Context) (string, error) {
@@ -367,6 +389,18 @@ type pgStream struct {
 	src  *pgx.Conn
 	slot string
 	m    *Daemon
+
+	mu            sync.Mutex
+	applied, head postgres.LSN // durable on the target; the source's WAL end at the last beat
+}
+
+func (p *pgStream) lagBytes(context.Context) (int64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.applied == 0 || p.head == 0 {
+		return 0, false
+	}
+	return max(0, int64(p.head)-int64(p.applied)), true
 }
 
 func (p *pgStream) run(ctx context.Context, out chan<- cdc.Event) error { return p.s.Run(ctx, out) }
@@ -376,6 +410,9 @@ func (p *pgStream) close()                                              { p.src.
 func (p *pgStream) durable(pos cdc.Position) {
 	if lsn, ok := snapshot.Unwrap(pos).(postgres.LSN); ok {
 		p.s.Flushed(lsn)
+		p.mu.Lock()
+		p.applied = lsn
+		p.mu.Unlock()
 	}
 }
 
@@ -385,6 +422,9 @@ func (p *pgStream) beat(ctx context.Context) (string, error) {
 		return "", err
 	}
 	p.m.m.SourceSlotRetainedBytes.Set(float64(st.RetainedBytes))
+	p.mu.Lock()
+	p.head = st.CurrentLSN
+	p.mu.Unlock()
 	return st.CurrentLSN.String(), nil
 }
 

@@ -19,6 +19,10 @@ import (
 type Position struct {
 	Flavor string
 	GTID   string
+	// File and Offset are the binlog coordinates just past the event that ended the
+	// transaction, when the stream knows them: for the lag in bytes only, never checkpointed.
+	File   string
+	Offset uint32
 }
 
 // String returns the GTID set text.

@@ -364,6 +364,45 @@ func AutoIncrements(c *client.Conn, db string) (map[string]uint64, error) {
 	return out, nil
 }
 
+// binlogFile is one binary log and its size, as SHOW BINARY LOGS lists it.
+type binlogFile struct {
+	name string
+	size int64
+}
+
+// BinlogDistance returns how many bytes of binary log the server has written past from: the lag
+// in bytes of a stream durable at from. ok is false when from carries no binlog coordinates.
+func BinlogDistance(c *client.Conn, from Position) (n int64, ok bool, err error) {
+	if from.File == "" {
+		return 0, false, nil
+	}
+	rows, err := QueryStrings(c, "SHOW BINARY LOGS")
+	if err != nil {
+		return 0, false, fmt.Errorf("list the binary logs: %w", err)
+	}
+	logs := make([]binlogFile, 0, len(rows))
+	for _, r := range rows {
+		size, _ := strconv.ParseInt(deref(r[1]), 10, 64)
+		logs = append(logs, binlogFile{name: deref(r[0]), size: size})
+	}
+	return binlogDistance(logs, from), true, nil
+}
+
+// binlogDistance adds up the bytes of the logs from the position on. Log names sort in the
+// order the server writes them (a fixed-width counter).
+func binlogDistance(logs []binlogFile, from Position) int64 {
+	var n int64
+	for _, l := range logs {
+		switch {
+		case l.name == from.File:
+			n += max(0, l.size-int64(from.Offset))
+		case l.name > from.File:
+			n += l.size
+		}
+	}
+	return n
+}
+
 // CountRows counts the rows of tables in db exactly.
 func CountRows(c *client.Conn, db string, tables []string) (map[string]int64, error) {
 	out := map[string]int64{}

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -247,5 +248,49 @@ func TestOpStore(t *testing.T) {
 	}
 	if last.FinishedAt == nil || last.Outcome != "done" || last.WriteUnavailableSeconds != 0.5 {
 		t.Errorf("finished read back %+v", last)
+	}
+}
+
+func TestBinlogDistance(t *testing.T) {
+	logs := []binlogFile{{"bin.000007", 1000}, {"bin.000008", 500}, {"bin.000009", 120}}
+	for _, tt := range []struct {
+		from Position
+		want int64
+	}{
+		{Position{File: "bin.000009", Offset: 120}, 0},
+		{Position{File: "bin.000009", Offset: 100}, 20},
+		{Position{File: "bin.000008", Offset: 400}, 100 + 120},
+		{Position{File: "bin.000007", Offset: 4}, 996 + 500 + 120},
+		{Position{File: "bin.000006", Offset: 4}, 1000 + 500 + 120}, // purged since: at least this
+	} {
+		if got := binlogDistance(logs, tt.from); got != tt.want {
+			t.Errorf("from %s:%d: %d, want %d", tt.from.File, tt.from.Offset, got, tt.want)
+		}
+	}
+
+	// On a real server: the distance from the current end grows by what is written after it.
+	m := testenv.RequireMariaDB(t)
+	c := connectAs(t, m, m.User(), m.Password(), "")
+	end := func() Position {
+		rows, err := QueryStrings(c, "SHOW MASTER STATUS")
+		if err != nil || len(rows) == 0 {
+			t.Fatalf("SHOW MASTER STATUS: %v", err)
+		}
+		off, _ := strconv.ParseUint(*rows[0][1], 10, 32)
+		return Position{File: *rows[0][0], Offset: uint32(off)}
+	}
+	from := end()
+	if n, ok, err := BinlogDistance(c, from); err != nil || !ok || n != 0 {
+		t.Fatalf("distance from the end = %d, %v, %v", n, ok, err)
+	}
+	mustExec(t, m, "CREATE DATABASE IF NOT EXISTS lagbytes", "CREATE TABLE IF NOT EXISTS lagbytes.t (id INT PRIMARY KEY, v TEXT)",
+		"REPLACE INTO lagbytes.t VALUES (1, REPEAT('x', 5000))")
+	now := end()
+	n, ok, err := BinlogDistance(c, from)
+	if err != nil || !ok || (now.File == from.File && n != int64(now.Offset-from.Offset)) || n < 5000 {
+		t.Errorf("after a 5000-byte row: distance %d (%v, %v); the log moved from %v to %v", n, ok, err, from, now)
+	}
+	if _, ok, _ := BinlogDistance(c, Position{GTID: "0-1-1"}); ok {
+		t.Error("a position without coordinates has a distance")
 	}
 }

@@ -231,6 +231,9 @@ type binlogDecoder struct {
 	// lastSent is when the last Commit or Heartbeat went out, to rate-limit the heartbeats
 	// of skipped transactions.
 	lastSent time.Time
+	// file and offset are the binlog coordinates past the last event read.
+	file   string
+	offset uint32
 }
 
 func newBinlogDecoder(s *Stream, out chan<- cdc.Event, flavor string, set mysql.GTIDSet) *binlogDecoder {
@@ -267,7 +270,12 @@ func (d *binlogDecoder) lookup(db, table []byte) *tableDecoder {
 }
 
 func (d *binlogDecoder) handle(ctx context.Context, ev *replication.BinlogEvent) error {
+	if ev.Header != nil && ev.Header.LogPos > 0 {
+		d.offset = ev.Header.LogPos
+	}
 	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		d.file = string(e.NextLogName)
 	case *replication.MariadbGTIDEvent:
 		if err := d.unfinished(); err != nil {
 			return err
@@ -346,7 +354,9 @@ func (d *binlogDecoder) send(ctx context.Context, ev cdc.Event) error {
 	}
 }
 
-func (d *binlogDecoder) position() Position { return Position{Flavor: d.flavor, GTID: d.set.String()} }
+func (d *binlogDecoder) position() Position {
+	return Position{Flavor: d.flavor, GTID: d.set.String(), File: d.file, Offset: d.offset}
+}
 
 func (d *binlogDecoder) heartbeat(ctx context.Context, at time.Time) error {
 	d.lastSent = time.Now()

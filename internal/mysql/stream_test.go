@@ -273,11 +273,11 @@ func TestStreamResume(t *testing.T) {
 			t.Errorf("transaction %d inserted id %s, want %s", i, got, want)
 		}
 		pos := x.commit.Position.(Position)
-		if got, want := pos, positions[i-1]; got != want {
+		if got, want := pos, positions[i-1]; got.GTID != want.GTID {
 			t.Errorf("commit %d at %+v, want %+v", i, got, want)
 		}
 		parsed, err := ParsePosition(pos.Flavor, pos.String())
-		if err != nil || parsed != pos {
+		if err != nil || parsed.GTID != pos.GTID {
 			t.Fatalf("ParsePosition(%q) = %+v, %v", pos, parsed, err)
 		}
 		set, _ := parseGTIDSet(pos.Flavor, pos.GTID)
@@ -407,7 +407,7 @@ func TestStreamTruncate(t *testing.T) {
 	if c.Op != cdc.OpTruncate || c.Relation != nil || len(c.Truncated) != 1 || c.Truncated[0].Table != tables[0].ID {
 		t.Fatalf("want a truncate of %s, got %+v", tables[0].ID, c)
 	}
-	if got, want := x.commit.Position.(Position), f.position(t); got != want {
+	if got, want := x.commit.Position.(Position), f.position(t); got.GTID != want.GTID || got.File == "" {
 		t.Errorf("truncate commits at %s, want %s", got, want)
 	}
 }
@@ -441,7 +441,7 @@ func TestStreamWatermark(t *testing.T) {
 	if got := string(c.New[1].Data); c.Op != cdc.OpInsert && c.Op != cdc.OpUpdate || string(c.New[0].Data) != mark || got != "low 😀" {
 		t.Errorf("watermark change %v %s %s", c.Op, showValue(c.New[0]), showValue(c.New[1]))
 	}
-	if got := x.commit.Position.(Position); got != end {
+	if got := x.commit.Position.(Position); got.GTID != end.GTID || got.File == "" || got.Offset == 0 {
 		t.Errorf("watermark commits at %s, want %s", got, end)
 	}
 }
@@ -459,7 +459,7 @@ func TestStreamHeartbeat(t *testing.T) {
 		if ev.Kind != cdc.EventHeartbeat {
 			t.Fatalf("got event kind %d, want heartbeats", ev.Kind)
 		}
-		if got := ev.Position.(Position); got != start {
+		if got := ev.Position.(Position); got.GTID != start.GTID {
 			t.Errorf("heartbeat at %s, want %s", got, start)
 		}
 	}
@@ -471,7 +471,7 @@ func TestStreamHeartbeat(t *testing.T) {
 		if ev.Kind != cdc.EventHeartbeat {
 			t.Fatalf("got event kind %d, want heartbeats", ev.Kind)
 		}
-		if ev.Position.(Position) == end {
+		if ev.Position.(Position).GTID == end.GTID {
 			break
 		}
 	}
