@@ -25,9 +25,15 @@ type migration struct {
 	listen   string
 }
 
-// newMigration writes the config file for a migration into dir, in the format the
-// cmd/migrated test harness uses; everything not named here keeps migrated's defaults.
+// newMigration writes the config file for a PostgreSQL → PostgreSQL migration into dir.
 func newMigration(dir, logDir, name, src, dst string, workers int) (*migration, error) {
+	return newEngineMigration(dir, logDir, name, "postgres", src, "postgres", dst, workers)
+}
+
+// newEngineMigration writes the config file for a migration between the given engines into dir,
+// in the format the cmd/migrated test harness uses; everything not named here keeps migrated's
+// defaults.
+func newEngineMigration(dir, logDir, name, srcEngine, src, dstEngine, dst string, workers int) (*migration, error) {
 	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
@@ -38,10 +44,10 @@ func newMigration(dir, logDir, name, src, dst string, workers int) (*migration, 
 		listen:  fmt.Sprintf("127.0.0.1:%d", port)}
 	cfg := fmt.Sprintf(`name: %s
 source:
-  engine: postgres
+  engine: %s
   dsn: %s
 target:
-  engine: postgres
+  engine: %s
   dsn: %s
 snapshot:
   workers: %d
@@ -50,7 +56,7 @@ api:
 log:
   level: info
   format: json
-`, name, src, dst, workers, m.listen)
+`, name, srcEngine, src, dstEngine, dst, workers, m.listen)
 	os.Remove(m.logPath)
 	return m, os.WriteFile(m.config, []byte(cfg), 0o600)
 }

@@ -258,33 +258,9 @@ func (m *myBench) logResult(label string, r result) {
 }
 
 // newMyMigration writes the config of a migration from a MariaDB source into a target of the
-// given engine (mysql or postgres) into dir; everything not named here keeps migrated's defaults.
+// given engine (mysql or postgres) into dir.
 func newMyMigration(dir, logDir, name, src, dstEngine, dst string, workers int) (*migration, error) {
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	m := &migration{name: name, src: src, dst: dst, workers: workers,
-		config:  filepath.Join(dir, name+".yaml"),
-		logPath: filepath.Join(logDir, "migrated-"+name+".log"),
-		listen:  fmt.Sprintf("127.0.0.1:%d", port)}
-	cfg := fmt.Sprintf(`name: %s
-source:
-  engine: mysql
-  dsn: %s
-target:
-  engine: %s
-  dsn: %s
-snapshot:
-  workers: %d
-api:
-  listen: %s
-log:
-  level: info
-  format: json
-`, name, src, dstEngine, dst, workers, m.listen)
-	os.Remove(m.logPath)
-	return m, os.WriteFile(m.config, []byte(cfg), 0o600)
+	return newEngineMigration(dir, logDir, name, "mysql", src, dstEngine, dst, workers)
 }
 
 // mariadbArgs are the connection arguments of the mariadb client tools for server s. Option

@@ -294,8 +294,24 @@ func (e *env) waitCopying(d *proc, rows float64) {
 	})
 }
 
-// waitMyCaughtUp waits until the target's checkpoint contains the source's GTID position now.
+// waitMyCaughtUp waits until the MySQL target's checkpoint contains the source's GTID position now.
 func (e *myEnv) waitMyCaughtUp(d *proc) {
+	e.t.Helper()
+	dst := e.conn(e.dstDB)
+	defer dst.Close()
+	e.waitCheckpoint(d, func() (string, bool) {
+		r, err := dst.Execute("SELECT position FROM _migrated.progress WHERE migration = ? AND stream = 'forward'", e.name)
+		if err != nil || r.RowNumber() == 0 {
+			return "", false
+		}
+		have, _ := r.GetString(0, 0)
+		return have, true
+	})
+}
+
+// waitCheckpoint waits until the forward checkpoint that read returns contains the MariaDB
+// source's GTID position now.
+func (e *myEnv) waitCheckpoint(d *proc, read func() (string, bool)) {
 	e.t.Helper()
 	c := e.conn("")
 	defer c.Close()
@@ -308,14 +324,11 @@ func (e *myEnv) waitMyCaughtUp(d *proc) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	dst := e.conn(e.dstDB)
-	defer dst.Close()
 	e.waitFor(d, "the stream to reach "+want, 3*time.Minute, func() bool {
-		r, err := dst.Execute("SELECT position FROM _migrated.progress WHERE migration = ? AND stream = 'forward'", e.name)
-		if err != nil || r.RowNumber() == 0 {
+		have, ok := read()
+		if !ok {
 			return false
 		}
-		have, _ := r.GetString(0, 0)
 		set, err := gomysql.ParseMariadbGTIDSet(have)
 		return err == nil && set.Contain(wantSet)
 	})
@@ -501,26 +514,12 @@ func pgText(v any) string {
 // waitPGCaughtUp waits until the PostgreSQL target's checkpoint contains the source's GTIDs.
 func (e *myEnv) waitPGCaughtUp(d *proc) {
 	e.t.Helper()
-	c := e.conn("")
-	defer c.Close()
-	r, err := c.Execute("SELECT @@gtid_binlog_pos")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	want, _ := r.GetString(0, 0)
-	wantSet, err := gomysql.ParseMariadbGTIDSet(want)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	pc := e.connect(e.dstDSN)
 	defer pc.Close(context.Background())
-	e.waitFor(d, "the stream to reach "+want, 3*time.Minute, func() bool {
+	e.waitCheckpoint(d, func() (string, bool) {
 		var have string
-		if err := pc.QueryRow(context.Background(), "SELECT position FROM _migrated.progress WHERE migration = $1 AND stream = 'forward'", e.name).Scan(&have); err != nil {
-			return false
-		}
-		set, err := gomysql.ParseMariadbGTIDSet(have)
-		return err == nil && set.Contain(wantSet)
+		err := pc.QueryRow(context.Background(), "SELECT position FROM _migrated.progress WHERE migration = $1 AND stream = 'forward'", e.name).Scan(&have)
+		return have, err == nil
 	})
 }
 

@@ -46,33 +46,6 @@ func (b *binlogRun) sides(op cutover.Op) (fenced, writable opSide, before, after
 	return b.srcSide, b.dstSide, b.fwd, b.rev
 }
 
-// binlogStep is the work of a step for a migration with MySQL on a side.
-func (d *Daemon) binlogStep(s cutover.Step) stepFunc {
-	switch s {
-	case cutover.StepFence, cutover.StepFenceTarget:
-		return d.fenceMy
-	case cutover.StepDrain, cutover.StepDrainReverse:
-		return d.drainMy
-	case cutover.StepFinalCheck:
-		return d.finalCheckMy
-	case cutover.StepSequences, cutover.StepSequencesBack:
-		return d.countersMy
-	case cutover.StepReverse, cutover.StepForward:
-		return d.startLegMy
-	case cutover.StepCommit, cutover.StepRollbackCommit:
-		return d.commitMy
-	case cutover.StepWritable, cutover.StepSourceWritable:
-		return d.writableMy
-	case cutover.StepRoute, cutover.StepRouteBack:
-		return d.routeMy
-	case cutover.StepUnfence, cutover.StepUnfenceTarget:
-		return d.undoMy
-	}
-	return func(context.Context, *opRun) (string, error) {
-		return "", fmt.Errorf("no implementation of step %s", s)
-	}
-}
-
 // withMy runs fn on a new session to the server at a.
 func withMy(ctx context.Context, a mysql.Addr, fn func(c *client.Conn) error) error {
 	c, err := mysql.Connect(ctx, a)
@@ -109,17 +82,17 @@ func (d *Daemon) drainMy(ctx context.Context, o *opRun) (string, error) {
 	if done == nil {
 		return "", fmt.Errorf("the %s stream is not running, so it cannot drain; see migrated status and the log", before.direction)
 	}
+	passed, err := fenced.passed(ctx, o.FencePosition)
+	if err != nil {
+		return "", err
+	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		d.mu.Lock()
 		applied := before.status.AppliedPosition
 		d.mu.Unlock()
-		ok, err := fenced.reached(ctx, applied, o.FencePosition)
-		if err != nil {
-			return "", err
-		}
-		if ok {
+		if passed(applied) {
 			if err := b.stopWork(ctx); err != nil {
 				return "", err
 			}
@@ -134,14 +107,6 @@ func (d *Daemon) drainMy(ctx context.Context, o *opRun) (string, error) {
 		case <-tick.C:
 		}
 	}
-}
-
-func serverFlavor(ctx context.Context, a mysql.Addr) (flavor string, err error) {
-	err = withMy(ctx, a, func(c *client.Conn) error {
-		flavor = mysql.Flavor(c.GetServerVersion())
-		return nil
-	})
-	return flavor, err
 }
 
 // finalCheckMy compares exact row counts on both sides of the tables small enough to count in
@@ -314,13 +279,14 @@ func (d *Daemon) binlogProbeReverse(ctx context.Context) error {
 	return d.binlog.dstSide.probeSource(ctx)
 }
 
-// reverseTables reads the migrated tables from a MySQL target, as the reverse stream sees them.
-func (d *Daemon) reverseTables(c *client.Conn) ([]*schema.Table, error) {
+// reverseTables reads the migrated tables from database db of a MySQL target, as the reverse
+// stream sees them.
+func (d *Daemon) reverseTables(c *client.Conn, db string) ([]*schema.Table, error) {
 	want := map[string]bool{}
 	for _, t := range d.tables {
 		want[t.ID.Name] = true
 	}
-	tables, err := mysql.Tables(c, d.binlog.dst.DB, func(_, name string) bool { return want[name] })
+	tables, err := mysql.Tables(c, db, func(_, name string) bool { return want[name] })
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +310,7 @@ func (d *Daemon) streamReverse(ctx context.Context) error {
 	case *mysqlSource:
 		if src.tables == nil {
 			if err := withMy(ctx, b.dst, func(c *client.Conn) (err error) {
-				src.tables, err = d.reverseTables(c)
+				src.tables, err = d.reverseTables(c, b.dst.DB)
 				return err
 			}); err != nil {
 				return err

@@ -496,31 +496,40 @@ func (d *Daemon) operationState(o *state.Operation, step string) *server.Operati
 
 type stepFunc func(ctx context.Context, o *opRun) (detail string, err error)
 
+// stepSet is the engine work of the steps: the PostgreSQL → PostgreSQL bodies, or those of a
+// migration with MySQL on a side (binlogop.go).
+type stepSet struct {
+	fence, drain, finalCheck, counters, startLeg, commit, writable, route, undo stepFunc
+}
+
 // stepFunc is the work of a step. A rollback's steps are a cutover's with the two streams
 // swapped, so most share one implementation that reads the sides from the operation's legs.
 func (d *Daemon) stepFunc(s cutover.Step) stepFunc {
+	set := stepSet{fence: d.fence, drain: d.drain, finalCheck: d.finalCheck, counters: d.sequences,
+		startLeg: d.startLeg, commit: d.commit, writable: d.writable, route: d.route, undo: d.undo}
 	if d.binlog != nil {
-		return d.binlogStep(s)
+		set = stepSet{fence: d.fenceMy, drain: d.drainMy, finalCheck: d.finalCheckMy, counters: d.countersMy,
+			startLeg: d.startLegMy, commit: d.commitMy, writable: d.writableMy, route: d.routeMy, undo: d.undoMy}
 	}
 	switch s {
 	case cutover.StepFence, cutover.StepFenceTarget:
-		return d.fence
+		return set.fence
 	case cutover.StepDrain, cutover.StepDrainReverse:
-		return d.drain
+		return set.drain
 	case cutover.StepFinalCheck:
-		return d.finalCheck
+		return set.finalCheck
 	case cutover.StepSequences, cutover.StepSequencesBack:
-		return d.sequences
+		return set.counters
 	case cutover.StepReverse, cutover.StepForward:
-		return d.startLeg
+		return set.startLeg
 	case cutover.StepCommit, cutover.StepRollbackCommit:
-		return d.commit
+		return set.commit
 	case cutover.StepWritable, cutover.StepSourceWritable:
-		return d.writable
+		return set.writable
 	case cutover.StepRoute, cutover.StepRouteBack:
-		return d.route
+		return set.route
 	case cutover.StepUnfence, cutover.StepUnfenceTarget:
-		return d.undo
+		return set.undo
 	}
 	return func(context.Context, *opRun) (string, error) {
 		return "", fmt.Errorf("no implementation of step %s", s)

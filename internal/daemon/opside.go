@@ -22,8 +22,9 @@ type opSide interface {
 	// reading it carries, and returns the position after it.
 	fence(ctx context.Context) (pos string, killed int, err error)
 	unfence(ctx context.Context) error
-	// reached reports whether a stream reading this side, durable at applied, has passed pos.
-	reached(ctx context.Context, applied, pos string) (bool, error)
+	// passed returns the test of whether a stream reading this side, durable at applied, has
+	// passed pos. It reads what it needs once: the drain calls the test every few milliseconds.
+	passed(ctx context.Context, pos string) (func(applied string) bool, error)
 	count(ctx context.Context, names []string) (map[string]int64, error)
 	// counters returns the next id of each table that hands out ids.
 	counters(ctx context.Context) (map[string]int64, error)
@@ -66,17 +67,22 @@ func (s *mysqlSide) fence(ctx context.Context) (pos string, killed int, err erro
 
 func (s *mysqlSide) unfence(ctx context.Context) error { return withMy(ctx, s.addr, mysql.Unfence) }
 
-func (s *mysqlSide) reached(ctx context.Context, applied, pos string) (bool, error) {
-	flavor, err := serverFlavor(ctx, s.addr)
-	if err != nil {
-		return false, err
+func (s *mysqlSide) passed(ctx context.Context, pos string) (func(string) bool, error) {
+	var flavor string
+	if err := withMy(ctx, s.addr, func(c *client.Conn) error {
+		flavor = mysql.Flavor(c.GetServerVersion())
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	want, err := gomysql.ParseGTIDSet(flavor, pos)
 	if err != nil {
-		return false, fmt.Errorf("fence position %q: %w", pos, err)
+		return nil, fmt.Errorf("fence position %q: %w", pos, err)
 	}
-	have, err := gomysql.ParseGTIDSet(flavor, applied)
-	return err == nil && applied != "" && have.Contain(want), nil
+	return func(applied string) bool {
+		have, err := gomysql.ParseGTIDSet(flavor, applied)
+		return err == nil && applied != "" && have.Contain(want)
+	}, nil
 }
 
 func (s *mysqlSide) count(ctx context.Context, names []string) (out map[string]int64, err error) {
@@ -143,11 +149,7 @@ func (s *mysqlSide) identity(ctx context.Context) (id string, err error) {
 
 func (s *mysqlSide) probeSource(ctx context.Context) error {
 	return withMy(ctx, s.addr, func(c *client.Conn) error {
-		want := map[string]bool{}
-		for _, t := range s.d.tables {
-			want[t.ID.Name] = true
-		}
-		tables, err := mysql.Tables(c, s.addr.DB, func(_, name string) bool { return want[name] })
+		tables, err := s.d.reverseTables(c, s.addr.DB)
 		if err != nil {
 			return err
 		}
@@ -224,13 +226,15 @@ func (s *pgSide) unfence(ctx context.Context) error {
 	return s.with(ctx, func(c *pgx.Conn) error { return postgres.Unfence(ctx, c) })
 }
 
-func (s *pgSide) reached(_ context.Context, applied, pos string) (bool, error) {
+func (s *pgSide) passed(_ context.Context, pos string) (func(string) bool, error) {
 	want, err := postgres.ParseLSN(pos)
 	if err != nil {
-		return false, fmt.Errorf("fence position %q: %w", pos, err)
+		return nil, fmt.Errorf("fence position %q: %w", pos, err)
 	}
-	have, err := postgres.ParseLSN(applied)
-	return err == nil && have >= want, nil
+	return func(applied string) bool {
+		have, err := postgres.ParseLSN(applied)
+		return err == nil && have >= want
+	}, nil
 }
 
 func (s *pgSide) count(ctx context.Context, names []string) (map[string]int64, error) {
