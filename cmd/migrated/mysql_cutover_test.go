@@ -208,19 +208,19 @@ func (p pgApp) close() { p.c.Close(context.Background()) }
 
 // dial opens the application's session on side.
 func (w *routedWriter) dial(side string) (appConn, error) {
-	if side == "target" && w.e.pgDst != "" {
-		c, err := pgx.Connect(context.Background(), w.e.pgDst)
+	if dsn, schema := w.e.pgApp(side); dsn != "" {
+		c, err := pgx.Connect(context.Background(), dsn)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.Exec(context.Background(), "SET search_path = "+pgx.Identifier{w.e.srcDB}.Sanitize()); err != nil {
+		if _, err := c.Exec(context.Background(), "SET search_path = "+pgx.Identifier{schema}.Sanitize()); err != nil {
 			c.Close(context.Background())
 			return nil, err
 		}
 		return pgApp{c}, nil
 	}
 	m := w.e.m
-	if side == "target" {
+	if side == "target" && w.e.dm != nil {
 		m = w.e.dm
 	}
 	c, err := client.Connect(m.Addr(), "app", "app", w.open[side])
@@ -228,6 +228,17 @@ func (w *routedWriter) dial(side string) (appConn, error) {
 		return nil, err
 	}
 	return myApp{c}, nil
+}
+
+// pgApp returns the DSN and the schema of side when it is PostgreSQL, or "".
+func (e *myEnv) pgApp(side string) (dsn, schema string) {
+	switch {
+	case side == "target" && e.pgDst != "":
+		return e.pgDst, e.srcDB
+	case side == "source" && e.pgSrc != "":
+		return e.pgSrc, "public"
+	}
+	return "", ""
 }
 
 func (w *routedWriter) run(r *rand.Rand) {
@@ -574,11 +585,11 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 	e.stop(d)
 }
 
-// TestMariaDBToPostgresCutoverAndRollback moves a MariaDB database into PostgreSQL under a live
-// writer, cuts over with the writer following the hook to PostgreSQL, writes there with the
-// reverse stream carrying the writes back into MariaDB, rolls back, writes on MariaDB again, and
-// ends with both sides equal and nothing the application was told of lost.
-func TestMariaDBToPostgresCutoverAndRollback(t *testing.T) {
+// newCrossEnv is a cutover test between a MariaDB server of its own, holding database myDB and
+// an application account, and a new PostgreSQL database pgDB: the source when pgIsSource, else
+// the target (whose tables are then in the schema named myDB).
+func newCrossEnv(t *testing.T, name, myDB, pgDB string, pgIsSource bool) *myEnv {
+	t.Helper()
 	testenv.SkipIfShort(t)
 	m, err := testenv.StartMariaDB(testenv.MariaDBOptions{})
 	if err != nil {
@@ -587,32 +598,52 @@ func TestMariaDBToPostgresCutoverAndRollback(t *testing.T) {
 	t.Cleanup(func() { m.Stop() })
 	pg := testenv.RequirePostgres(t)
 	ctx := context.Background()
-	e := &myEnv{m: m, srcDB: "shop", serverAddr: m.Addr()}
-	if err := m.CreateDB(ctx, e.srcDB); err != nil {
+	if err := m.CreateDB(ctx, myDB); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"CREATE USER 'app'@'%' IDENTIFIED BY 'app'", "GRANT SELECT, INSERT, UPDATE, DELETE ON shop.* TO 'app'@'%'"} {
+	for _, q := range []string{"CREATE USER 'app'@'%' IDENTIFIED BY 'app'", "GRANT SELECT, INSERT, UPDATE, DELETE ON `" + myDB + "`.* TO 'app'@'%'"} {
 		if err := m.Exec(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if e.pgDst, err = pg.CreateDB(ctx, "mycutpg_dst"); err != nil {
+	pgDSN, err := pg.CreateDB(ctx, pgDB)
+	if err != nil {
 		t.Fatal(err)
 	}
-	e.srcDSN, e.dstDSN = m.DSN(e.srcDB), e.pgDst
+	e := &myEnv{m: m, serverAddr: m.Addr()}
+	engine := "target"
+	if pgIsSource {
+		e.pgSrc, e.srcDB, e.dstDB = pgDSN, "public", myDB
+		e.srcDSN, e.dstDSN = pgDSN, m.DSN(myDB)
+		engine = "source"
+		t.Cleanup(func() { dropSlots(t, pgDSN) })
+	} else {
+		e.pgDst, e.srcDB = pgDSN, myDB
+		e.srcDSN, e.dstDSN = m.DSN(myDB), pgDSN
+	}
 	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.env = &env{t: t, name: "mycutpg", dir: t.TempDir(), listen: fmt.Sprintf("127.0.0.1:%d", port)}
+	e.env = &env{t: t, name: name, dir: t.TempDir(), listen: fmt.Sprintf("127.0.0.1:%d", port)}
 	e.writeMyConfig(myCutoverConfig(e.dir))
 	cfg, _ := os.ReadFile(e.config)
-	if err := os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "target:\n  engine: mysql", "target:\n  engine: postgres", 1)), 0o600); err != nil {
+	if err := os.WriteFile(e.config, []byte(strings.Replace(string(cfg), engine+":\n  engine: mysql", engine+":\n  engine: postgres", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(e.dir, "route"), []byte("source\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// TestMariaDBToPostgresCutoverAndRollback moves a MariaDB database into PostgreSQL under a live
+// writer, cuts over with the writer following the hook to PostgreSQL, writes there with the
+// reverse stream carrying the writes back into MariaDB, rolls back, writes on MariaDB again, and
+// ends with both sides equal and nothing the application was told of lost.
+func TestMariaDBToPostgresCutoverAndRollback(t *testing.T) {
+	e := newCrossEnv(t, "mycutpg", "shop", "mycutpg_dst", false)
+	ctx := context.Background()
 	e.seedMySQL(2000)
 	e.seedOrders()
 
@@ -664,5 +695,102 @@ func TestMariaDBToPostgresCutoverAndRollback(t *testing.T) {
 	}
 	if rw.first[2] <= rw.last[1]+1000 {
 		t.Errorf("first id on MariaDB after the rollback %d, last on PostgreSQL %d: AUTO_INCREMENT was not moved past the identity", rw.first[2], rw.last[1])
+	}
+}
+
+// TestPostgresToMariaDBCutoverAndRollback moves a PostgreSQL database into MariaDB under a live
+// writer, cuts over with the writer following the hook to MariaDB, writes there (every common
+// type, through a kill and restart of migrated) with the reverse stream carrying the writes back
+// into PostgreSQL, rolls back, writes on PostgreSQL again, and ends with both sides equal and
+// nothing the application was told of lost.
+func TestPostgresToMariaDBCutoverAndRollback(t *testing.T) {
+	e := newCrossEnv(t, "pgcutmy", "shop", "pgcutmy_src", true)
+	ctx := context.Background()
+	e.exec(e.pgSrc, pgKindsSQL+`
+CREATE TABLE accounts (id integer PRIMARY KEY, balance bigint NOT NULL);
+CREATE TABLE orders (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, acct integer NOT NULL, amount integer NOT NULL, side varchar(8) NOT NULL);
+CREATE INDEX by_acct ON orders (acct);
+INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 20) g;`)
+
+	d := e.start()
+	ready := func() bool { return e.phase() == "streaming" && e.statusField("stream", "connected") == true }
+	e.waitFor(d, "streaming", 5*time.Minute, ready)
+	e.waitPGSourceCaughtUp(d, e.pgSrc)
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Fatalf("verify: %s", out)
+	}
+	rw := e.startRoutedWriter(2)
+	defer rw.halt()
+	e.waitAcked(d, rw, "source", 50)
+	out := e.mustCLI("cutover", "--confirm", e.name)
+	t.Logf("cutover:\n%s", out)
+	if p := e.phase(); p != "switched" || !e.fenced(e.pgSrc) || e.readOnly(e.dstDB) {
+		t.Fatalf("after the cutover: phase %s, source fenced %v, target read_only %v\nlog:\n%s", p, e.fenced(e.pgSrc), e.readOnly(e.dstDB), e.logTail())
+	}
+	if s := e.slots(e.pgSrc); s != "" {
+		t.Errorf("the cutover left slots on the old source, holding its WAL: %s", s)
+	}
+	e.waitAcked(d, rw, "target", 50)
+
+	// Every type written on MariaDB goes back into PostgreSQL's own types. (jsonb keeps its keys
+	// in its own order, so the test writes them in that order to compare the text.)
+	my := e.conn(e.dstDB)
+	e.mustExec(my,
+		"SET SESSION time_zone = '+00:00'",
+		`UPDATE kinds SET s = -5, i = i + 1, b = -9007199254740993, n = 12.3400, r = 0.5, d = 2.5e-300, flag = 1 - flag,
+		  t = CONCAT(t, ' ↺ 🚀'), vc = 'back', ch = 'xy', bin = UNHEX('DEADBEEF00'), dt = '1999-12-31',
+		  ts = '2025-01-02 03:04:05.678901', tstz = '2025-06-07 08:09:10.000011', tm = '01:02:03.000004',
+		  u = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', js = '{"back": [1, 2.5, null]}', jsb = '{"n": [1, "two"], "ok": false}'
+		  WHERE id BETWEEN 10 AND 19`,
+		"DELETE FROM kinds WHERE id BETWEEN 20 AND 24",
+		`INSERT INTO kinds (id, flag, bin, tstz, jsb) VALUES (100001, 0, UNHEX('00FF'), '2030-01-01 00:00:00.000001', '{"new": true}'), (100002, NULL, NULL, NULL, NULL)`,
+		"UPDATE kinds SET id = 100003 WHERE id = 30")
+	my.Close()
+
+	d.kill()
+	t.Log("killed in the dual-write phase")
+	d = e.start()
+	e.waitFor(d, "the reverse stream to run again", 2*time.Minute, func() bool {
+		return e.phase() == "switched" && e.statusField("reverse", "connected") == true
+	})
+	e.waitAcked(d, rw, "target", 50)
+
+	out = e.mustCLI("rollback", "--confirm", e.name)
+	t.Logf("rollback:\n%s", out)
+	if p := e.phase(); p != "streaming" || e.fenced(e.pgSrc) || !e.readOnly(e.dstDB) {
+		t.Fatalf("after the rollback: phase %s, source fenced %v, target read_only %v\nlog:\n%s", p, e.fenced(e.pgSrc), e.readOnly(e.dstDB), e.logTail())
+	}
+	e.waitAcked(d, rw, "source", 50)
+	rw.finish(t)
+	e.waitPGSourceCaughtUp(d, e.pgSrc)
+	out = e.mustCLI("complete", "--confirm", e.name)
+	t.Logf("complete:\n%s", out)
+	if s := e.slots(e.pgSrc); s != "" {
+		t.Errorf("complete left slots on the source: %s", s)
+	}
+	e.stop(d)
+
+	e.checkLedger(rw, e.dstDB)
+	pc := e.connect(e.pgSrc)
+	defer pc.Close(ctx)
+	my = e.conn(e.dstDB)
+	defer my.Close()
+	e.mustExec(my, "SET SESSION time_zone = '+00:00'")
+	for _, q := range [][2]string{
+		{"SELECT id, balance FROM accounts ORDER BY id", "SELECT id, balance FROM accounts ORDER BY id"},
+		{"SELECT id, acct, amount, side FROM orders ORDER BY id", "SELECT id, acct, amount, side FROM orders ORDER BY id"},
+		{fmt.Sprintf(myCompare["kinds"], "shop"), pgCompare["kinds"]},
+	} {
+		sameRows(t, q[0], "mariadb", myRows(t, my, q[0]), "postgresql", pgRows(t, pc, q[1]))
+	}
+	var total, want int64
+	if err := pc.QueryRow(ctx, "SELECT total, i * 2 FROM kinds WHERE id = 10").Scan(&total, &want); err != nil || total != want {
+		t.Errorf("generated column on PostgreSQL after rows came back: %d, want %d (%v)", total, want, err)
+	}
+	if rw.first[1] <= rw.last[0]+1000 {
+		t.Errorf("first id on MariaDB %d, last on PostgreSQL before the cutover %d: AUTO_INCREMENT was not moved past the identity", rw.first[1], rw.last[0])
+	}
+	if rw.first[2] <= rw.last[1]+1000 {
+		t.Errorf("first id on PostgreSQL after the rollback %d, last on MariaDB %d: the identity was not moved past AUTO_INCREMENT", rw.first[2], rw.last[1])
 	}
 }

@@ -28,13 +28,14 @@ type myEnv struct {
 	*env
 	m  *testenv.MariaDB
 	dm *testenv.MariaDB
-	// pgDst is the PostgreSQL target of a MariaDB → PostgreSQL test, when set.
-	pgDst      string
-	srcDB      string
-	dstDB      string
-	srcDSN     string
-	dstDSN     string
-	serverAddr string
+	// pgDst is the PostgreSQL target of a MariaDB → PostgreSQL test, pgSrc the PostgreSQL
+	// source of a PostgreSQL → MariaDB one, when set.
+	pgDst, pgSrc string
+	srcDB        string
+	dstDB        string
+	srcDSN       string
+	dstDSN       string
+	serverAddr   string
 }
 
 func newMyEnv(t *testing.T, name string) *myEnv {
@@ -451,7 +452,7 @@ func TestMariaDBToPostgres(t *testing.T) {
 	// Complete stops the stream, leaves no watermark row of this migration on the source, and
 	// readies the target's identities for the application's inserts.
 	out := e.mustCLI("complete", "--confirm", e.name)
-	if p := e.phase(); p != "completed" || !strings.Contains(out, "1 identity sequence(s) moved") {
+	if p := e.phase(); p != "completed" || !strings.Contains(out, "1 id counter(s)") {
 		t.Errorf("phase after complete: %s:\n%s", p, out)
 	}
 	if n, err := e.m.QueryString(context.Background(), "SELECT count(*) FROM _migrated.watermark WHERE mark LIKE '%my2pg|%'"); err != nil || n != "0" {
@@ -587,34 +588,14 @@ func TestPostgresToMariaDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn := e.connect(src)
-		defer conn.Close(ctx)
-		conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'migrated_pg2my' AND active_pid IS NOT NULL`)
-		time.Sleep(200 * time.Millisecond)
-		conn.Exec(ctx, `SELECT pg_drop_replication_slot('migrated_pg2my') FROM pg_replication_slots WHERE slot_name = 'migrated_pg2my'`)
-	})
+	t.Cleanup(func() { dropSlots(t, src) })
 	e.srcDSN = src
 	e.writeMyConfig("")
 	cfg, _ := os.ReadFile(e.config)
 	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "source:\n  engine: mysql", "source:\n  engine: postgres", 1)), 0o600)
-	e.exec(src, `
-CREATE TABLE kinds (
-  id bigint PRIMARY KEY, s smallint, i integer, b bigint, n numeric(20,4), r real, d double precision,
-  flag boolean, t text, vc varchar(50), ch char(5), bin bytea, dt date, ts timestamp(6), tstz timestamptz(6),
-  tm time(6), u uuid, js json, jsb jsonb, total bigint GENERATED ALWAYS AS (i * 2) STORED
-);
-CREATE INDEX kinds_vc ON kinds (vc);
+	e.exec(src, pgKindsSQL+`
 CREATE TABLE acct (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(18,2) NOT NULL, updated timestamptz NOT NULL);
 CREATE UNIQUE INDEX acct_owner ON acct (owner, id);
-INSERT INTO kinds (id, s, i, b, n, r, d, flag, t, vc, ch, bin, dt, ts, tstz, tm, u, js, jsb)
-SELECT g, (g % 32000)::smallint, g * 7, g::bigint * 1000000007, g * 1.2345, g / 3.0, g * 1.0e-300, g % 2 = 0,
-       'héllo wörld ✓ 🎉 ' || g, 'vc' || g, 'ab', decode(md5(g::text) || '00', 'hex'), DATE '2000-01-01' + g,
-       TIMESTAMP '2024-02-29 23:59:59.123456' + g * interval '1 second',
-       TIMESTAMPTZ '2024-06-01 12:00:00.5+05:30' + g * interval '1 minute', TIME '23:59:59.999999',
-       md5(g::text)::uuid, json_build_object('g', g, 'f', 1.5), jsonb_build_object('g', g, 'ok', true)
-  FROM generate_series(1, 3000) g;
-INSERT INTO kinds (id) VALUES (0);
 INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 20000) g;`)
 
 	// A writer on PostgreSQL.
@@ -689,38 +670,18 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 	d = e.start()
 	e.waitFor(d, "streaming again", 2*time.Minute, func() bool { return e.phase() == "streaming" })
 	finish()
-	// Caught up: the target's checkpoint reaches the source's WAL insert position now.
-	pc := e.connect(src)
-	var lsn string
-	if err := pc.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
-		t.Fatal(err)
-	}
-	pc.Close(ctx)
+	e.waitPGSourceCaughtUp(d, src)
 	my := e.conn("")
 	defer my.Close()
-	e.waitFor(d, "the stream to reach "+lsn, 3*time.Minute, func() bool {
-		r, err := my.Execute("SELECT position FROM _migrated.progress WHERE migration = ? AND stream = 'forward'", e.name)
-		if err != nil || r.RowNumber() == 0 {
-			return false
-		}
-		have, _ := r.GetString(0, 0)
-		h, err1 := postgresLSN(have)
-		w, err2 := postgresLSN(lsn)
-		return err1 == nil && err2 == nil && h >= w
-	})
 	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
 		t.Errorf("verify: %s", out)
-	}
-	// Cutover is not built for MySQL: it is refused and nothing changes.
-	if out, code := e.cli("cutover", "--confirm", e.name); code == 0 || !strings.Contains(out, "not available yet") {
-		t.Errorf("cutover: exit %d:\n%s", code, out)
 	}
 	// Complete stops the stream and gives the slot and publication back to the source.
 	e.mustCLI("complete", "--confirm", e.name)
 	if p := e.phase(); p != "completed" {
 		t.Errorf("phase after complete: %s", p)
 	}
-	pc = e.connect(src)
+	pc := e.connect(src)
 	var held int
 	if err := pc.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'migrated_pg2my') +
 	  (SELECT count(*) FROM pg_publication WHERE pubname = 'migrated_pg2my')`).Scan(&held); err != nil || held != 0 {
@@ -729,26 +690,90 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 	pc.Close(ctx)
 	e.stop(d)
 
-	pgSide := map[string]string{
-		"kinds": `SELECT id, s, i, b, n, r::float8, d, CASE WHEN flag THEN 1 WHEN NOT flag THEN 0 END, t, vc, rtrim(ch), upper(encode(bin, 'hex')), dt,
-		  to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(tstz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), tm::text, u::text, js::text, jsb::text FROM kinds ORDER BY id`,
-		"acct": `SELECT id, owner, balance, to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM acct ORDER BY id`,
-	}
-	mySide := map[string]string{
-		"kinds": "SELECT id, s, i, b, n, CAST(r AS DOUBLE), d, flag, t, vc, ch, HEX(bin), dt, ts, tstz, tm, u, js, jsb FROM %s.kinds ORDER BY id",
-		"acct":  "SELECT id, owner, balance, updated FROM %s.acct ORDER BY id",
-	}
 	pc = e.connect(src)
 	defer pc.Close(ctx)
 	e.mustExec(my, "SET SESSION time_zone = '+00:00'")
 	for _, table := range []string{"kinds", "acct"} {
-		want := pgRows(t, pc, pgSide[table])
-		got := myRows(t, my, fmt.Sprintf(mySide[table], "`"+e.dstDB+"`"))
+		want := pgRows(t, pc, pgCompare[table])
+		got := myRows(t, my, fmt.Sprintf(myCompare[table], "`"+e.dstDB+"`"))
 		if !sameRows(t, table, "postgresql", want, "mariadb", got) {
 			b, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
 			t.Logf("daemon log:\n%s", b[max(0, len(b)-8000):])
 		}
 	}
+}
+
+// waitPGSourceCaughtUp waits until the MariaDB target's checkpoint of the stream from the
+// PostgreSQL source src reaches the source's WAL insert position at the call.
+func (e *myEnv) waitPGSourceCaughtUp(d *proc, src string) {
+	e.t.Helper()
+	ctx := context.Background()
+	pc := e.connect(src)
+	var lsn string
+	if err := pc.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsn); err != nil {
+		e.t.Fatal(err)
+	}
+	pc.Close(ctx)
+	want, err := postgresLSN(lsn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	my := e.conn(e.dstDB)
+	defer my.Close()
+	e.waitFor(d, "the stream to reach "+lsn, 3*time.Minute, func() bool {
+		r, err := my.Execute("SELECT position FROM _migrated.progress WHERE migration = ? AND stream = 'forward'", e.name)
+		if err != nil || r.RowNumber() == 0 {
+			return false
+		}
+		have, _ := r.GetString(0, 0)
+		h, err := postgresLSN(have)
+		return err == nil && h >= want
+	})
+}
+
+// dropSlots ends the sessions on the replication slots of dsn's database and drops the slots,
+// which a test that failed half-way leaves behind.
+func dropSlots(t *testing.T, dsn string) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Logf("drop slots: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database() AND active_pid IS NOT NULL`)
+	time.Sleep(200 * time.Millisecond)
+	conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()`)
+}
+
+// pgKindsSQL creates and fills a table of every common PostgreSQL type, for the migrations from
+// PostgreSQL into MariaDB.
+const pgKindsSQL = `
+CREATE TABLE kinds (
+  id bigint PRIMARY KEY, s smallint, i integer, b bigint, n numeric(20,4), r real, d double precision,
+  flag boolean, t text, vc varchar(50), ch char(5), bin bytea, dt date, ts timestamp(6), tstz timestamptz(6),
+  tm time(6), u uuid, js json, jsb jsonb, total bigint GENERATED ALWAYS AS (i * 2) STORED
+);
+CREATE INDEX kinds_vc ON kinds (vc);
+INSERT INTO kinds (id, s, i, b, n, r, d, flag, t, vc, ch, bin, dt, ts, tstz, tm, u, js, jsb)
+SELECT g, (g % 32000)::smallint, g * 7, g::bigint * 1000000007, g * 1.2345, g / 3.0, g * 1.0e-300, g % 2 = 0,
+       'héllo wörld ✓ 🎉 ' || g, 'vc' || g, 'ab', decode(md5(g::text) || '00', 'hex'), DATE '2000-01-01' + g,
+       TIMESTAMP '2024-02-29 23:59:59.123456' + g * interval '1 second',
+       TIMESTAMPTZ '2024-06-01 12:00:00.5+05:30' + g * interval '1 minute', TIME '23:59:59.999999',
+       md5(g::text)::uuid, json_build_object('g', g, 'f', 1.5), jsonb_build_object('g', g, 'ok', true)
+  FROM generate_series(1, 3000) g;
+INSERT INTO kinds (id) VALUES (0);`
+
+// pgCompare and myCompare read the tables of a PostgreSQL → MariaDB test in one form on both
+// sides (myCompare takes the MariaDB database).
+var pgCompare = map[string]string{
+	"kinds": `SELECT id, s, i, b, n, r::float8, d, CASE WHEN flag THEN 1 WHEN NOT flag THEN 0 END, t, vc, rtrim(ch), upper(encode(bin, 'hex')), dt,
+	  to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(tstz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), tm::text, u::text, js::text, jsb::text FROM kinds ORDER BY id`,
+	"acct": `SELECT id, owner, balance, to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM acct ORDER BY id`,
+}
+var myCompare = map[string]string{
+	"kinds": "SELECT id, s, i, b, n, CAST(r AS DOUBLE), d, flag, t, vc, ch, HEX(bin), dt, ts, tstz, tm, u, js, jsb FROM %s.kinds ORDER BY id",
+	"acct":  "SELECT id, owner, balance, updated FROM %s.acct ORDER BY id",
 }
 
 // myRows reads a query's rows from MariaDB, one line per row: NULL as "NULL", strings as they

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
-	"net/http"
 	"strings"
 	"sync"
 
@@ -34,16 +33,15 @@ type binlogRun struct {
 	source reconSource
 	sink   binlogSink
 	rec    *snapshot.Reconciler
-	// fwd streams the source into the target; rev, set only when both sides are MySQL, streams
-	// the target back into the old source in the dual-write phase.
+	// fwd streams the source into the target; rev streams the target back into the old
+	// source in the dual-write phase.
 	fwd, rev *binlogLeg
 	// ops keeps the cutover and rollback journal on a MySQL target; a PostgreSQL target's
 	// state store keeps it there.
 	ops *mysql.OpStore
-	// srcSide and dstSide do the engine work of a cutover and a rollback; nil when there is no
-	// cutover for this pair of engines.
+	// srcSide and dstSide do the engine work of a cutover and a rollback.
 	srcSide, dstSide opSide
-	// src is the MySQL source; dst the MySQL target, when the target is MySQL.
+	// src is the source when it is MySQL; dst the target when it is MySQL.
 	src, dst mysql.Addr
 	// verified is the newest finished verify; guarded by Daemon.mu.
 	verified verify.Result
@@ -71,7 +69,8 @@ func (b *binlogRun) stopWork(ctx context.Context) error {
 	}
 }
 
-// binlogMode reports whether the source is MySQL, and prepares the run when it is.
+// setupBinlog prepares the run of a migration with MySQL on either side: the source and target,
+// the two streams, and the engine work of a cutover on each server.
 func (d *Daemon) setupBinlog() error {
 	var source reconSource
 	switch d.cfg.Source.Engine {
@@ -115,11 +114,14 @@ func (d *Daemon) setupBinlog() error {
 		Log:            d.log.Named("snapshot"),
 	}}
 	b.fwd = &binlogLeg{direction: forward, source: source, sink: sink, rec: b.rec, status: &d.status.Stream}
-	// A MySQL source: the cutover, the reverse stream into it and the rollback.
-	if src, ok := source.(*mysqlSource); ok {
+	// The cutover, the reverse stream into the old source and the rollback.
+	var rsrc reconSource
+	var rsink binlogSink
+	switch src := source.(type) {
+	case *mysqlSource:
 		b.src = src.addr
 		b.srcSide = &mysqlSide{d: d, name: "source", addr: src.addr}
-		var rsrc reconSource
+		rsink = &mysqlSink{d: d, addr: src.addr, stream: reverse}
 		switch dst := sink.(type) {
 		case *mysqlSink:
 			b.dst = dst.addr
@@ -130,13 +132,22 @@ func (d *Daemon) setupBinlog() error {
 			b.dstSide = &pgSide{d: d, name: "target", dsn: dst.dsn, slot: d.reverseName(), pub: d.reverseName()}
 			rsrc = &pgSource{d: d, dsn: dst.dsn, slot: d.reverseName(), pub: d.reverseName(), direction: reverse}
 		}
-		b.rev = &binlogLeg{direction: reverse, source: rsrc, sink: &mysqlSink{d: d, addr: src.addr, stream: reverse},
-			status: &server.StreamState{}, rec: &snapshot.Reconciler{
-				Migration:      d.cfg.Name,
-				WatermarkTable: rsrc.watermarkTable(),
-				Log:            d.log.Named("reverse"),
-			}}
+	case *pgSource:
+		// The forward stream's slot is dropped at the cutover and made again at a rollback.
+		b.srcSide = &pgSide{d: d, name: "source", dsn: src.dsn, slot: d.slotName(), pub: d.pubName()}
+		rsink = &pgSink{d: d, dsn: src.dsn, stream: reverse}
+		dst := sink.(*mysqlSink)
+		b.dst = dst.addr
+		b.ops = &mysql.OpStore{Do: dst.state, Migration: d.cfg.Name}
+		b.dstSide = &mysqlSide{d: d, name: "target", addr: dst.addr}
+		rsrc = &mysqlSource{d: d, addr: dst.addr, direction: reverse}
 	}
+	b.rev = &binlogLeg{direction: reverse, source: rsrc, sink: rsink,
+		status: &server.StreamState{}, rec: &snapshot.Reconciler{
+			Migration:      d.cfg.Name,
+			WatermarkTable: rsrc.watermarkTable(),
+			Log:            d.log.Named("reverse"),
+		}}
 	d.binlog = b
 	return nil
 }
@@ -551,20 +562,10 @@ func firstWords(q string) string {
 	return strings.TrimSpace(q)
 }
 
-// binlogActions are the operator actions of a migration with MySQL on either side: cancel and
-// complete, and a refusal of those not built yet, with what to do instead.
+// binlogActions are the operator actions of a migration with MySQL on either side.
 func (d *Daemon) binlogActions() map[string]server.ActionFunc {
-	refuse := func(name string) server.ActionFunc {
-		return func(context.Context, server.ActionRequest) (any, error) {
-			return nil, &server.ActionError{Code: http.StatusNotImplemented, Msg: fmt.Sprintf("%s is not available yet for a migration from PostgreSQL into MySQL in this version (it is for MySQL → MySQL and MySQL → PostgreSQL): the migration streams, and status and metrics show its progress; see docs/mysql.md for ending it by hand with `migrated complete`", name)}
-		}
-	}
-	out := map[string]server.ActionFunc{"pause": d.Pause, "resume": d.Resume, "verify": d.verifyBinlog}
-	if d.binlog.srcSide != nil {
-		out["cutover"], out["rollback"] = d.Cutover, d.Rollback
-	} else {
-		out["cutover"], out["rollback"] = refuse("cutover"), refuse("rollback")
-	}
+	out := map[string]server.ActionFunc{"pause": d.Pause, "resume": d.Resume, "verify": d.verifyBinlog,
+		"cutover": d.Cutover, "rollback": d.Rollback}
 	out["cancel"] = func(ctx context.Context, req server.ActionRequest) (any, error) {
 		return d.endBinlog(ctx, req, "cancel", "cancelled",
 			"cancelled: the stream stopped and its slot, publication or watermark rows are gone from the source, which takes writes as before; the target keeps the copied tables and _migrated, drop them when you no longer need them (after a rollback a MySQL target is still read-only: SET GLOBAL read_only = OFF on it)")
@@ -603,12 +604,10 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 	case p != "snapshotting" && p != "streaming" && p != "switched":
 		return nil, conflict("%s refused: phase is %s", action, mig.Phase)
 	}
-	if b.srcSide != nil {
-		if last, err := d.ops().LastOperation(ctx); err != nil {
-			return nil, err
-		} else if last != nil && last.FinishedAt == nil {
-			return nil, conflict("%s refused: the %s is not finished (%s); restart migrated to finish it first", action, last.Op, last.Error)
-		}
+	if last, err := d.ops().LastOperation(ctx); err != nil {
+		return nil, err
+	} else if last != nil && last.FinishedAt == nil {
+		return nil, conflict("%s refused: the %s is not finished (%s); restart migrated to finish it first", action, last.Op, last.Error)
 	}
 	if err := b.stopWork(ctx); err != nil {
 		return nil, err
@@ -616,18 +615,22 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 	if err := b.source.release(ctx); err != nil {
 		return nil, err
 	}
-	if src, ok := b.source.(*mysqlSource); ok && action == "complete" && p == "streaming" {
-		if sink, ok := b.sink.(*pgSink); ok {
-			n, err := sink.syncIdentities(ctx, src, d.tables)
-			if err != nil {
-				return nil, err
-			}
-			msg += fmt.Sprintf("; %d identity sequence(s) moved past the source's AUTO_INCREMENT values", n)
+	if action == "complete" && p == "streaming" {
+		// The application moves to the target by hand after this: its first insert there
+		// must get an id past every id the source handed out.
+		next, err := b.srcSide.counters(ctx)
+		if err != nil {
+			return nil, err
 		}
+		n, err := b.dstSide.raise(ctx, next)
+		if err != nil {
+			return nil, err
+		}
+		msg += fmt.Sprintf("; %d id counter(s) (AUTO_INCREMENT, identity) on the target moved past the source's", n)
 	}
 	if p == "switched" {
-		// The reverse stream's checkpoint on the old source, and its heartbeat rows on the target.
-		if err := withMy(ctx, b.src, func(c *client.Conn) error { return mysql.DropPosition(c, d.cfg.Name, reverse) }); err != nil {
+		// The reverse stream's checkpoint on the old source, and what it held on the target.
+		if err := b.rev.sink.dropPosition(ctx); err != nil {
 			return nil, err
 		}
 		if err := b.dstSide.dropStream(ctx); err != nil {
@@ -638,7 +641,7 @@ func (d *Daemon) endBinlog(ctx context.Context, req server.ActionRequest, action
 				return nil, err
 			}
 		}
-		msg = "completed: the reverse stream stopped and its checkpoint is gone from the old source, which stays read-only (SET GLOBAL read_only = OFF to reopen it); the target takes the writes; _migrated on the target keeps the history"
+		msg = "completed: the reverse stream stopped and its checkpoint is gone from the old source, which stays read-only (" + b.srcSide.reopenHint() + " to reopen it); the target takes the writes; _migrated on the target keeps the history"
 	}
 	if err := b.sink.setPhase(ctx, phase, "", ""); err != nil {
 		return nil, err

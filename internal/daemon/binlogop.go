@@ -1,10 +1,12 @@
 package daemon
 
-// The cutover and rollback of a MySQL → MySQL migration. The state machine, the journal and the
-// recovery are the PostgreSQL ones (operation.go, internal/cutover); this file does the engine
-// work of each step: the fence is the server's read_only, the fence position its GTID set, the
-// sequences are AUTO_INCREMENT counters, and the stream after the switch is a binlog stream of
-// the target into the old source, checkpointed there.
+// The cutover and rollback of a migration with MySQL on a side (MySQL → MySQL, MySQL →
+// PostgreSQL, PostgreSQL → MySQL). The state machine, the journal and the recovery are the
+// PostgreSQL ones (operation.go, internal/cutover); this file has the step bodies, and the
+// engine work of each server is its opSide (opside.go): on MySQL the fence is the server's
+// read_only, the fence position its GTID set, the id counters AUTO_INCREMENT; on PostgreSQL the
+// database fence, an LSN and identity sequences. The stream after the switch reads the side
+// that takes the writes and is checkpointed on the other.
 
 import (
 	"context"
@@ -329,12 +331,8 @@ func (d *Daemon) streamReverse(ctx context.Context) error {
 			}
 		}
 	}
-	sink := b.rev.sink.(*mysqlSink)
-	sink.mu.Lock()
-	opened := sink.conn != nil
-	sink.mu.Unlock()
-	if !opened {
-		if err := sink.open(ctx); err != nil {
+	if !b.rev.sink.isOpen() {
+		if err := b.rev.sink.open(ctx); err != nil {
 			return err
 		}
 	}

@@ -43,9 +43,13 @@ type binlogSink interface {
 	writer(ctx context.Context, src reconSource, tables []*schema.Table) (apply.Writer, func(), error)
 	// setPosition records where the sink's stream starts, outside any applied transaction.
 	setPosition(ctx context.Context, pos string) error
+	// dropPosition removes the sink's checkpoint, when its stream is over for good.
+	dropPosition(ctx context.Context) error
 	// saveVerify and loadVerify keep the newest verify result beside the state.
 	saveVerify(ctx context.Context, r verify.Result) error
 	loadVerify(ctx context.Context) (verify.Result, bool, error)
+	// isOpen tells whether open has run, and close not since.
+	isOpen() bool
 }
 
 // mysqlSink is a MySQL or MariaDB target: the migration's target, or the old source the
@@ -105,14 +109,29 @@ func (s *mysqlSink) open(ctx context.Context) error {
 		c.Close()
 		return err
 	}
+	s.mu.Lock()
 	s.conn = c
+	s.mu.Unlock()
 	return nil
 }
 
 func (s *mysqlSink) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.conn != nil {
 		s.conn.Close()
+		s.conn = nil
 	}
+}
+
+func (s *mysqlSink) isOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn != nil
+}
+
+func (s *mysqlSink) dropPosition(ctx context.Context) error {
+	return withMy(ctx, s.addr, func(c *client.Conn) error { return mysql.DropPosition(c, s.d.cfg.Name, s.streamName()) })
 }
 
 func (s *mysqlSink) check(ctx context.Context, tables []*schema.Table) ([]schema.Problem, error) {
@@ -372,18 +391,55 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, u
 }
 
 // pgSink is a PostgreSQL target: the schema is generated through the type map, the state is
-// the same _migrated schema a PostgreSQL source uses.
+// the same _migrated schema a PostgreSQL source uses. With stream reverse it is the PostgreSQL
+// source of a MySQL target, which the reverse stream writes back into: its tables are the
+// migration's own, and only the checkpoint is kept.
 type pgSink struct {
-	d     *Daemon
-	dsn   string
-	pool  *pgxpool.Pool
-	store *state.Store
+	d   *Daemon
+	dsn string
+	// stream names the checkpoint the sink keeps: forward unless set.
+	stream string
+	pool   *pgxpool.Pool
+	store  *state.Store
+}
+
+func (s *pgSink) streamName() string {
+	if s.stream == "" {
+		return forward
+	}
+	return s.stream
+}
+
+// withStore runs fn on the sink's state store, or on one opened for the call when the sink is
+// not open: the reverse sink opens only when its stream runs.
+func (s *pgSink) withStore(ctx context.Context, fn func(st *state.Store) error) error {
+	if s.store != nil {
+		return fn(s.store)
+	}
+	pool, err := pgxpool.New(ctx, s.dsn)
+	if err != nil {
+		return fmt.Errorf("connect to the %s: %w", s.side(), redactErr(err, s.dsn))
+	}
+	defer pool.Close()
+	st, err := state.Open(ctx, pool, s.d.cfg.Name)
+	if err != nil {
+		return err
+	}
+	return fn(st)
+}
+
+// side names where the sink writes, for messages.
+func (s *pgSink) side() string {
+	if s.streamName() == reverse {
+		return "old source"
+	}
+	return "target"
 }
 
 func (s *pgSink) open(ctx context.Context) error {
 	pool, err := pgxpool.New(ctx, s.dsn)
 	if err != nil {
-		return fmt.Errorf("connect to target: %w", redactErr(err, s.dsn))
+		return fmt.Errorf("connect to the %s: %w", s.side(), redactErr(err, s.dsn))
 	}
 	store, err := state.Open(ctx, pool, s.d.cfg.Name)
 	if err != nil {
@@ -397,15 +453,22 @@ func (s *pgSink) open(ctx context.Context) error {
 func (s *pgSink) close() {
 	if s.pool != nil {
 		s.pool.Close()
+		s.pool, s.store = nil, nil
 	}
 }
+
+func (s *pgSink) isOpen() bool { return s.store != nil }
 
 // crossVerifySQL keeps the newest verify result of a migration from MySQL on a PostgreSQL
 // target, as JSON.
 const crossVerifySQL = `CREATE TABLE IF NOT EXISTS _migrated.cross_verify (migration text PRIMARY KEY, result jsonb NOT NULL)`
 
 func (s *pgSink) setPosition(ctx context.Context, pos string) error {
-	return s.store.SetPosition(ctx, forward, pos)
+	return s.withStore(ctx, func(st *state.Store) error { return st.SetPosition(ctx, s.streamName(), pos) })
+}
+
+func (s *pgSink) dropPosition(ctx context.Context) error {
+	return s.withStore(ctx, func(st *state.Store) error { return st.DropPosition(ctx, s.streamName()) })
 }
 
 func (s *pgSink) saveVerify(ctx context.Context, r verify.Result) error {
@@ -427,37 +490,6 @@ func (s *pgSink) loadVerify(ctx context.Context) (r verify.Result, ok bool, err 
 		return r, false, nil
 	}
 	return r, err == nil, err
-}
-
-// syncIdentities moves the identity sequence of every column that was AUTO_INCREMENT on the
-// MySQL source past the copied values and the source's counter, so that the application can
-// insert into the target once it writes there. It returns how many it moved.
-func (s *pgSink) syncIdentities(ctx context.Context, src *mysqlSource, tables []*schema.Table) (int, error) {
-	var counters map[string]uint64
-	if err := withMy(ctx, src.addr, func(c *client.Conn) (err error) {
-		counters, err = mysql.AutoIncrements(c, src.addr.DB)
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	moved := 0
-	for _, t := range tables {
-		for _, col := range t.Columns {
-			if !col.AutoIncrement {
-				continue
-			}
-			rel := pgx.Identifier{t.ID.Schema, t.ID.Name}.Sanitize()
-			last := int64(counters[t.ID.Name]) - 1
-			tag, err := s.pool.Exec(ctx, `SELECT setval(seq, greatest(m, $2::bigint, 1), greatest(m, $2::bigint) > 0)
-			  FROM pg_get_serial_sequence($1, $3) seq, (SELECT coalesce(max(`+pgx.Identifier{col.Name}.Sanitize()+`), 0)::bigint AS m FROM `+rel+`) t
-			  WHERE seq IS NOT NULL`, rel, last, col.Name)
-			if err != nil {
-				return moved, fmt.Errorf("move the identity sequence of %s.%s past the source's values: %w", rel, col.Name, err)
-			}
-			moved += int(tag.RowsAffected())
-		}
-	}
-	return moved, nil
 }
 
 func (s *pgSink) typeMap() schema.TypeMap {
@@ -557,7 +589,7 @@ func (s *pgSink) setPhase(ctx context.Context, phase, failedIn, reason string) e
 }
 
 func (s *pgSink) position(ctx context.Context) (string, time.Time, bool, error) {
-	pos, at, err := s.store.Position(ctx, forward)
+	pos, at, err := s.store.Position(ctx, s.streamName())
 	if errors.Is(err, state.ErrNotFound) {
 		return "", time.Time{}, false, nil
 	}
@@ -587,15 +619,61 @@ func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
 }
 
 func (s *pgSink) writer(ctx context.Context, _ reconSource, tables []*schema.Table) (apply.Writer, func(), error) {
-	t, err := postgres.NewTarget(ctx, s.dsn, s.d.cfg.Name, forward)
+	t, err := postgres.NewTarget(ctx, s.dsn, s.d.cfg.Name, s.streamName())
 	if err != nil {
 		return nil, nil, err
+	}
+	if s.streamName() == reverse {
+		w, err := s.reverseWriter(t, tables)
+		if err != nil {
+			t.Close(context.Background())
+			return nil, nil, err
+		}
+		return w, func() { t.Close(context.Background()) }, nil
 	}
 	rows := map[cdc.TableID]rowFunc{}
 	for id, cols := range binaryColumns(tables) {
 		rows[id] = func(row []cdc.Value) ([]cdc.Value, error) { return toBytea(row, cols), nil }
 	}
 	return &mapWriter{w: t, rows: rows}, func() { t.Close(context.Background()) }, nil
+}
+
+// reverseWriter writes the MySQL target's changes back into the PostgreSQL tables they came
+// from: the database's tables become the source's own, in their schemas, and the values of the
+// bytea columns go in bytea's hex input form. The other values' MySQL text is PostgreSQL input
+// for the column's own type: tinyint(1) 0 and 1 for boolean, datetime(6) in UTC for timestamptz
+// (the session is in UTC), JSON text for jsonb. A value that is not, such as a 2 written into
+// what was a boolean, stops the stream with the column named.
+func (s *pgSink) reverseWriter(t apply.Writer, tables []*schema.Table) (apply.Writer, error) {
+	own := map[string]*schema.Table{}
+	for _, pt := range s.d.tables {
+		own[pt.ID.Name] = pt
+	}
+	rows := map[cdc.TableID]rowFunc{}
+	names := map[cdc.TableID]cdc.TableID{}
+	for _, mt := range tables {
+		pt := own[mt.ID.Name]
+		if pt == nil {
+			return nil, fmt.Errorf("table %s of the target is not one of the migrated tables of the old source", mt.ID)
+		}
+		types := map[string]string{}
+		for _, c := range pt.Columns {
+			types[c.Name] = c.Type
+		}
+		var bytea []int
+		for i, c := range mysql.CopyColumns(mt) {
+			typ, ok := types[c.Name]
+			if !ok {
+				return nil, fmt.Errorf("column %s of the target's %s is missing from %s on the old source", c.Name, mt.ID.Name, pt.ID)
+			}
+			if typ == "bytea" {
+				bytea = append(bytea, i)
+			}
+		}
+		names[mt.ID] = pt.ID
+		rows[mt.ID] = func(row []cdc.Value) ([]cdc.Value, error) { return toBytea(row, bytea), nil }
+	}
+	return &mapWriter{w: t, rows: rows, all: true, names: names}, nil
 }
 
 // binaryColumns lists, per table, the positions in its Relation of the MySQL binary columns,
@@ -661,6 +739,28 @@ type mapWriter struct {
 	w    apply.Writer
 	rows map[cdc.TableID]rowFunc
 	all  bool
+	// names, when set, renames the tables: a change is written to names[its table].
+	names map[cdc.TableID]cdc.TableID
+	// renamed keeps one renamed Relation per stream Relation, so that the target's statement
+	// cache, keyed by Relation, works; only the applier's goroutine touches it.
+	renamed map[*cdc.Relation]*cdc.Relation
+}
+
+// relation returns the Relation a change to rel is written with.
+func (m *mapWriter) relation(rel *cdc.Relation) *cdc.Relation {
+	to, ok := m.names[rel.Table]
+	if !ok {
+		return rel
+	}
+	if r := m.renamed[rel]; r != nil {
+		return r
+	}
+	if m.renamed == nil {
+		m.renamed = map[*cdc.Relation]*cdc.Relation{}
+	}
+	r := &cdc.Relation{Table: to, Columns: rel.Columns}
+	m.renamed[rel] = r
+	return r
 }
 
 func (m *mapWriter) Begin(ctx context.Context) (apply.Txn, error) {
@@ -677,8 +777,17 @@ type mapTxn struct {
 }
 
 func (t *mapTxn) Add(ctx context.Context, c *cdc.Change) error {
-	if c.Relation == nil || c.Op == cdc.OpMark || c.Op == cdc.OpTruncate {
+	if c.Relation == nil || c.Op == cdc.OpMark {
 		return t.Txn.Add(ctx, c)
+	}
+	if c.Op == cdc.OpTruncate {
+		cc := *c
+		cc.Relation = t.m.relation(c.Relation)
+		cc.Truncated = make([]*cdc.Relation, len(c.Truncated))
+		for i, r := range c.Truncated {
+			cc.Truncated[i] = t.m.relation(r)
+		}
+		return t.Txn.Add(ctx, &cc)
 	}
 	fn := t.m.rows[c.Relation.Table]
 	if fn == nil {
@@ -688,6 +797,7 @@ func (t *mapTxn) Add(ctx context.Context, c *cdc.Change) error {
 		return t.Txn.Add(ctx, c)
 	}
 	cc := *c
+	cc.Relation = t.m.relation(c.Relation)
 	var err error
 	if c.New != nil {
 		cc.New, err = fn(fillUnchanged(c.New, c.Old))

@@ -39,6 +39,8 @@ type opSide interface {
 	identity(ctx context.Context) (string, error)
 	// probeSource checks that the server can be a stream's source.
 	probeSource(ctx context.Context) error
+	// reopenHint says how an operator lifts the fence by hand.
+	reopenHint() string
 }
 
 // mysqlSide is a MySQL or MariaDB server of the migration.
@@ -135,6 +137,8 @@ func (s *mysqlSide) startStream(ctx context.Context) (pos string, err error) {
 
 func (s *mysqlSide) dropStream(context.Context) error { return nil } // a binlog reader holds nothing
 
+func (s *mysqlSide) reopenHint() string { return "SET GLOBAL read_only = OFF" }
+
 func (s *mysqlSide) checkFence(ctx context.Context) error {
 	return withMy(ctx, s.addr, mysql.CheckFence)
 }
@@ -161,8 +165,9 @@ func (s *mysqlSide) probeSource(ctx context.Context) error {
 	})
 }
 
-// pgSide is the PostgreSQL target of a MySQL → PostgreSQL migration: its tables are in the
-// schema named after the MySQL database.
+// pgSide is the PostgreSQL server of a migration with MySQL on the other side: the target of a
+// MySQL source, whose tables are in the schema named after the MySQL database, or the source
+// of a MySQL target.
 type pgSide struct {
 	d    *Daemon
 	name string
@@ -239,11 +244,10 @@ func (s *pgSide) passed(_ context.Context, pos string) (func(string) bool, error
 
 func (s *pgSide) count(ctx context.Context, names []string) (map[string]int64, error) {
 	out := map[string]int64{}
-	schemaName := s.schema()
 	err := s.with(ctx, func(c *pgx.Conn) error {
 		for _, t := range names {
 			var n int64
-			rel := pgx.Identifier{schemaName, t}.Sanitize()
+			rel := s.rel(t)
 			if err := c.QueryRow(ctx, "SELECT count(*) FROM "+rel).Scan(&n); err != nil {
 				return fmt.Errorf("count the rows of %s: %w", rel, err)
 			}
@@ -254,15 +258,20 @@ func (s *pgSide) count(ctx context.Context, names []string) (map[string]int64, e
 	return out, err
 }
 
-// schema is where the migrated tables are: the schema named after the MySQL database.
-func (s *pgSide) schema() string {
-	if len(s.d.tables) == 0 {
-		return ""
+// rel is the quoted PostgreSQL name of the migrated table called name on the MySQL side: in the
+// schema named after the MySQL database on a PostgreSQL target, in its own schema on a
+// PostgreSQL source.
+func (s *pgSide) rel(name string) string {
+	for _, t := range s.d.tables {
+		if t.ID.Name == name {
+			return pgx.Identifier{t.ID.Schema, t.ID.Name}.Sanitize()
+		}
 	}
-	return s.d.tables[0].ID.Schema
+	return pgx.Identifier{name}.Sanitize()
 }
 
-// identities lists the (table, column) pairs that were AUTO_INCREMENT on the MySQL side.
+// identities lists the (table, column) pairs that hand out ids: AUTO_INCREMENT on a MySQL
+// source, identity or serial on a PostgreSQL one.
 func (s *pgSide) identities() [][2]string {
 	var out [][2]string
 	for _, t := range s.d.tables {
@@ -294,7 +303,7 @@ func (s *pgSide) counters(ctx context.Context) (map[string]int64, error) {
 // MySQL side names it), column, quoted relation and sequence.
 func (s *pgSide) eachIdentity(ctx context.Context, c *pgx.Conn, fn func(table, col, rel, seq string) error) error {
 	for _, id := range s.identities() {
-		rel := pgx.Identifier{s.schema(), id[0]}.Sanitize()
+		rel := s.rel(id[0])
 		var seq *string
 		if err := c.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", rel, id[1]).Scan(&seq); err != nil {
 			return fmt.Errorf("find the identity of %s.%s: %w", rel, id[1], err)
@@ -375,6 +384,10 @@ func (s *pgSide) dropStream(ctx context.Context) error {
 		}
 		return postgres.DropPublication(ctx, c, s.pub)
 	})
+}
+
+func (s *pgSide) reopenHint() string {
+	return "ALTER DATABASE ... RESET default_transaction_read_only, then end the sessions that started read-only"
 }
 
 func (s *pgSide) checkFence(ctx context.Context) error {

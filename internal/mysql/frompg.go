@@ -70,6 +70,13 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 			if c.NotNull {
 				def += " NOT NULL"
 			}
+			if c.AutoIncrement {
+				if why := autoIncrementProblem(t, c.Name, typ); why != "" {
+					skipped = append(skipped, fmt.Sprintf("the ids of %s.%s (identity or serial): %s", t.ID, c.Name, why))
+				} else {
+					def += " AUTO_INCREMENT"
+				}
+			}
 			defs = append(defs, def)
 		}
 		if len(t.Key) > 0 {
@@ -110,6 +117,22 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 
 // indexProblem says why MySQL cannot build ix exactly, or returns "". types maps each column to
 // its MySQL type, "" for a generated column.
+// autoIncrementProblem tells why an identity or serial column of t, of MySQL type typ, cannot be
+// AUTO_INCREMENT on MySQL, or returns "". MySQL gives one such column per table, of an integer
+// type, and InnoDB needs it to lead an index: the first column of the primary key is the one
+// always there.
+func autoIncrementProblem(t *schema.Table, col, typ string) string {
+	switch base, _ := mysqlTypeShape(typ); base {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint":
+	default:
+		return fmt.Sprintf("MySQL's AUTO_INCREMENT needs an integer column, and it is %s", typ)
+	}
+	if len(t.Key) == 0 || t.Key[0] != col {
+		return "MySQL's AUTO_INCREMENT needs the column to lead the primary key; the target hands out no ids for it, so the application must give them"
+	}
+	return ""
+}
+
 func indexProblem(ix schema.Index, types map[string]string) string {
 	if ix.Kind != "BTREE" {
 		return fmt.Sprintf("MySQL has no %s index", strings.ToLower(ix.Kind))

@@ -330,7 +330,7 @@ func TestForeignTables(t *testing.T) {
 	orders := &schema.Table{
 		ID: cdc.TableID{Schema: "shop", Name: "orders"}, Root: cdc.TableID{Schema: "shop", Name: "orders"},
 		Columns: []schema.Column{
-			{Name: "id", Type: "bigint", NotNull: true},
+			{Name: "id", Type: "bigint", NotNull: true, AutoIncrement: true},
 			{Name: "region", Type: "character varying(8)", NotNull: true},
 			{Name: "total", Type: "numeric(12,2)"},
 			{Name: "twice", Type: "numeric(13,2)", Generated: true},
@@ -344,7 +344,7 @@ func TestForeignTables(t *testing.T) {
 		Key: []string{"id", "region"},
 	}
 	part := &schema.Table{ID: cdc.TableID{Schema: "shop", Name: "orders_2024"}, Root: orders.ID, Columns: orders.Columns, Key: orders.Key}
-	bare := &schema.Table{ID: cdc.TableID{Schema: "audit", Name: "log"}, Columns: []schema.Column{{Name: "line", Type: "text"}}}
+	bare := &schema.Table{ID: cdc.TableID{Schema: "audit", Name: "log"}, Columns: []schema.Column{{Name: "line", Type: "text"}, {Name: "n", Type: "integer", NotNull: true, AutoIncrement: true}}}
 	indexes := map[cdc.TableID][]schema.Index{
 		orders.ID: {
 			{Name: "by_total", Columns: []string{"total", "id"}, Kind: "BTREE"},
@@ -368,7 +368,7 @@ func TestForeignTables(t *testing.T) {
 	}
 	wantPre := []string{
 		"CREATE TABLE `dst`.`orders` (\n" +
-			"  `id` bigint NOT NULL,\n" +
+			"  `id` bigint NOT NULL AUTO_INCREMENT,\n" +
 			"  `region` varchar(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,\n" +
 			"  `total` decimal(12,2),\n" +
 			"  `note` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin,\n" +
@@ -380,7 +380,8 @@ func TestForeignTables(t *testing.T) {
 			"  PRIMARY KEY (`id`, `region`)\n" +
 			") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 		"CREATE TABLE `dst`.`log` (\n" +
-			"  `line` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin\n" +
+			"  `line` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin,\n" +
+			"  `n` int NOT NULL\n" +
 			") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 	}
 	wantPost := []string{
@@ -395,6 +396,7 @@ func TestForeignTables(t *testing.T) {
 		"btree index by_wide on shop.orders: its character columns take up to 4000 bytes, more than InnoDB's 3072-byte index limit",
 		"hash index by_code_hash on shop.orders: MySQL has no hash index",
 		"partition shop.orders_2024 (its rows go to the table of shop.orders)",
+		"the ids of audit.log.n (identity or serial): MySQL's AUTO_INCREMENT needs the column to lead the primary key; the target hands out no ids for it, so the application must give them",
 	}
 	if !reflect.DeepEqual(pre, wantPre) {
 		t.Errorf("pre =\n%s\nwant\n%s", strings.Join(pre, "\n"), strings.Join(wantPre, "\n"))

@@ -45,7 +45,8 @@ SELECT n.nspname, c.relname, c.relkind = 'p', c.relispartition,
  ORDER BY 1, 2`
 
 const columnsSQL = `
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attgenerated <> ''
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attgenerated <> '',
+       pg_get_serial_sequence(format('%I.%I', $1::text, $2::text), a.attname) IS NOT NULL
   FROM pg_attribute a
  WHERE a.attrelid = format('%I.%I', $1::text, $2::text)::regclass AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum`
@@ -101,7 +102,7 @@ func columns(ctx context.Context, q querier, id cdc.TableID) ([]schema.Column, e
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (schema.Column, error) {
 		var c schema.Column
-		err := r.Scan(&c.Name, &c.Type, &c.NotNull, &c.Generated)
+		err := r.Scan(&c.Name, &c.Type, &c.NotNull, &c.Generated, &c.AutoIncrement)
 		return c, err
 	})
 	if err != nil {

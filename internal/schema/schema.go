@@ -49,7 +49,8 @@ type Column struct {
 	Charset, Collation string
 	// Default is the column default as the engine prints it, "" for none.
 	Default string
-	// AutoIncrement marks a MySQL AUTO_INCREMENT column.
+	// AutoIncrement marks a column that hands out ids: MySQL's AUTO_INCREMENT, or a PostgreSQL
+	// identity or serial column (one that owns a sequence).
 	AutoIncrement bool
 }
 

@@ -148,3 +148,11 @@ func (s *Store) ClearSkipBefore(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DropPosition removes a stream's checkpoint, when the migration is over.
+func (s *Store) DropPosition(ctx context.Context, stream string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM _migrated.progress WHERE migration = $1 AND stream = $2`, s.name, stream); err != nil {
+		return fmt.Errorf("remove the %s stream's checkpoint: %w", stream, err)
+	}
+	return nil
+}
