@@ -170,25 +170,77 @@ func (v *VerifyRows) lookupBatch(ctx context.Context, t *schema.Table, pos []int
 	if len(keys) == 0 {
 		return nil
 	}
+	q, each, err := lookupQuery(t, pos, cols, keys, out)
+	if err != nil {
+		return err
+	}
+	if err := v.query(ctx, q, each); err != nil {
+		return fmt.Errorf("look up %d keys of %s: %w", len(keys), t.ID, err)
+	}
+	return nil
+}
+
+// lookupQuery returns the SELECT of the rows of t with keys, and the function that files each
+// row it returns into out, at its keys' places.
+func lookupQuery(t *schema.Table, pos []int, cols []*schema.Column, keys [][]string, out [][]cdc.Value) (string, func([]mysql.FieldValue), error) {
 	where, err := keysWhere(cols, keys)
 	if err != nil {
-		return fmt.Errorf("look up keys of %s: %w", t.ID, err)
+		return "", nil, fmt.Errorf("look up keys of %s: %w", t.ID, err)
 	}
 	q := "SELECT " + SelectList(t) + " FROM " + QuoteTable(t.ID.Schema, t.ID.Name) + " WHERE " + where
 	want := make(map[string][]int, len(keys))
 	for i, k := range keys {
 		want[joinBytes(k)] = append(want[joinBytes(k)], i)
 	}
-	err = v.query(ctx, q, func(fv []mysql.FieldValue) {
+	return q, func(fv []mysql.FieldValue) {
 		row := RowValues(t, fv)
 		for _, i := range want[joinBytes(rowKey(row, pos))] {
 			out[i] = row
 		}
-	})
+	}, nil
+}
+
+// RowLockWait is how long a verify waits for a row's lock before it gives up.
+const RowLockWait = 5 * time.Second
+
+// LockRows reads the rows of t with the keys, as Lookup does, in a transaction on a session of
+// its own that holds a shared lock on each row found until release is called: a writer of those
+// rows waits, and a row's lock is waited for at most RowLockWait.
+func (v *VerifyRows) LockRows(ctx context.Context, t *schema.Table, keys [][]string) ([][]cdc.Value, func(), error) {
+	pos, cols, err := keyColumns(t)
 	if err != nil {
-		return fmt.Errorf("look up %d keys of %s: %w", len(keys), t.ID, err)
+		return nil, nil, err
 	}
-	return nil
+	c, err := Connect(ctx, v.addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	release := func() { c.Close() } // closing the session ends its transaction and its locks
+	fail := func(err error) ([][]cdc.Value, func(), error) {
+		release()
+		return nil, nil, fmt.Errorf("lock %d rows of %s: %w", len(keys), t.ID, classify(err))
+	}
+	if _, err := c.Execute(fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", int(RowLockWait.Seconds()))); err != nil {
+		return fail(err)
+	}
+	if err := c.Begin(); err != nil {
+		return fail(err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	defer stop()
+	out := make([][]cdc.Value, len(keys))
+	for start := 0; start < len(keys); start += verifyBatch {
+		end := min(start+verifyBatch, len(keys))
+		q, each, err := lookupQuery(t, pos, cols, keys[start:end], out[start:end])
+		if err != nil {
+			return fail(err)
+		}
+		var result mysql.Result
+		if err := c.ExecuteSelectStreaming(q+" LOCK IN SHARE MODE", &result, func(row []mysql.FieldValue) error { each(row); return nil }, nil); err != nil {
+			return fail(err)
+		}
+	}
+	return out, release, nil
 }
 
 // query runs a SELECT, passing each row to each. The client takes no context: a done ctx expires

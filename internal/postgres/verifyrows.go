@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -161,12 +162,36 @@ func (v *VerifyRows) read(ctx context.Context, t *schema.Table, cols, after []st
 
 // Lookup returns the rows of t with the keys, aligned with keys: nil where there is none.
 func (v *VerifyRows) Lookup(ctx context.Context, t *schema.Table, keys [][]string) ([][]cdc.Value, error) {
-	return v.byKeys(ctx, t, t.CopyColumns(), keys)
+	return v.byKeys(ctx, v.pool, t, t.CopyColumns(), keys, "")
 }
+
+// LockRows reads the rows of t with the keys, as Lookup does, in a transaction that holds a
+// share lock on each row found until release is called: a writer of those rows waits, and a
+// row's lock is waited for at most RowLockWait.
+func (v *VerifyRows) LockRows(ctx context.Context, t *schema.Table, keys [][]string) ([][]cdc.Value, func(), error) {
+	tx, err := v.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadWrite})
+	if err != nil {
+		return nil, nil, fmt.Errorf("lock %d rows of %s: %w", len(keys), t.ID, err)
+	}
+	release := func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", RowLockWait.Milliseconds())); err != nil {
+		release()
+		return nil, nil, fmt.Errorf("lock %d rows of %s: %w", len(keys), t.ID, err)
+	}
+	rows, err := v.byKeys(ctx, tx, t, t.CopyColumns(), keys, " FOR SHARE OF t")
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return rows, release, nil
+}
+
+// RowLockWait is how long a verify waits for a row's lock before it gives up.
+const RowLockWait = 5 * time.Second
 
 // Exists reports, aligned with keys, whether t has a row with each key.
 func (v *VerifyRows) Exists(ctx context.Context, t *schema.Table, keys [][]string) ([]bool, error) {
-	rows, err := v.byKeys(ctx, t, nil, keys)
+	rows, err := v.byKeys(ctx, v.pool, t, nil, keys, "")
 	if err != nil {
 		return nil, err
 	}
@@ -177,10 +202,10 @@ func (v *VerifyRows) Exists(ctx context.Context, t *schema.Table, keys [][]strin
 	return ok, nil
 }
 
-// byKeys reads cols of the rows of t with the keys, aligned with keys. The keys are passed as
-// one text array per key column and joined to the table by the server, so that its equality
-// decides which row a key names.
-func (v *VerifyRows) byKeys(ctx context.Context, t *schema.Table, cols []string, keys [][]string) ([][]cdc.Value, error) {
+// byKeys reads cols of the rows of t with the keys, aligned with keys, on q, with suffix after
+// the statement. The keys are passed as one text array per key column and joined to the table by
+// the server, so that its equality decides which row a key names.
+func (v *VerifyRows) byKeys(ctx context.Context, q querier, t *schema.Table, cols []string, keys [][]string, suffix string) ([][]cdc.Value, error) {
 	out := make([][]cdc.Value, len(keys))
 	if len(keys) == 0 {
 		return out, nil
@@ -209,8 +234,8 @@ func (v *VerifyRows) byKeys(ctx context.Context, t *schema.Table, cols []string,
 		sql += ", " + columnList("t.", cols, "::text")
 	}
 	sql += " FROM unnest(" + strings.Join(arrays, ", ") + ") WITH ORDINALITY AS v(" + strings.Join(names, ", ") + ", i)" +
-		" JOIN " + ident(t.ID) + " t ON " + strings.Join(join, " AND ")
-	rows, err := v.pool.Query(ctx, sql, args...)
+		" JOIN " + ident(t.ID) + " t ON " + strings.Join(join, " AND ") + suffix
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("look up %d keys of %s: %w", len(keys), t.ID, err)
 	}

@@ -39,6 +39,13 @@ type CrossSource interface {
 	Exists(ctx context.Context, t *schema.Table, keys [][]string) ([]bool, error)
 }
 
+// CrossLocker is a CrossSource that can hold rows still while they are compared.
+type CrossLocker interface {
+	// LockRows reads rows as Lookup does, in a transaction that keeps them from changing until
+	// release is called.
+	LockRows(ctx context.Context, t *schema.Table, keys [][]string) (rows [][]cdc.Value, release func(), err error)
+}
+
 // CrossTarget is the target database of a Cross run. The methods may be called concurrently,
 // for different tables.
 type CrossTarget interface {
@@ -69,7 +76,10 @@ type CrossTarget interface {
 // A key that differs may only be in flight in the stream. Differing keys are gathered and
 // compared again, each time after reading the source and then waiting for the target to apply
 // what the source had committed by then; a key is reported once it still differs after Rechecks
-// such rounds. A row that changes faster than the stream settles can be reported as different.
+// such rounds. A row can change faster than the stream settles (a hot counter): when the source
+// is a CrossLocker, the last round reads the rows under a lock held until the target has caught
+// up and the rows are compared, so a writer of those rows waits that long, and what is reported
+// then differs for sure.
 type Cross struct {
 	Source CrossSource
 	Target CrossTarget
@@ -460,7 +470,7 @@ func (r *crossRun) settle(ctx context.Context) error {
 	for round := 0; round < r.c.Rechecks && len(r.pending) > 0; round++ {
 		var still []*crossEntry
 		for batch := range slices.Chunk(r.pending, r.c.ChunkRows) {
-			s, err := r.recheck(ctx, batch)
+			s, err := r.recheck(ctx, batch, round == r.c.Rechecks-1)
 			if err != nil {
 				return err
 			}
@@ -477,14 +487,25 @@ func (r *crossRun) settle(ctx context.Context) error {
 
 // recheck reads the entries' rows from the source, waits until the target has applied what the
 // source had committed by then, and compares them with the target again. The source is read
-// first, so that the target is at least as new as what it is compared with. It returns the
-// entries that still differ, updated.
-func (r *crossRun) recheck(ctx context.Context, entries []*crossEntry) ([]*crossEntry, error) {
+// first, so that the target is at least as new as what it is compared with; with lock, the
+// rows are held still on the source until the comparison is done. It returns the entries that
+// still differ, updated.
+func (r *crossRun) recheck(ctx context.Context, entries []*crossEntry, lock bool) ([]*crossEntry, error) {
 	keys := make([][]string, len(entries))
 	for i, e := range entries {
 		keys[i] = e.src
 	}
-	rows, err := r.c.Source.Lookup(ctx, r.p.src, keys)
+	var rows [][]cdc.Value
+	var err error
+	if locker, ok := r.c.Source.(CrossLocker); ok && lock {
+		var release func()
+		rows, release, err = locker.LockRows(ctx, r.p.src, keys)
+		if err == nil {
+			defer release()
+		}
+	} else {
+		rows, err = r.c.Source.Lookup(ctx, r.p.src, keys)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %d differing rows again on the source: %w", len(keys), err)
 	}

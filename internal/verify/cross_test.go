@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/migrated/migrated/internal/cdc"
@@ -697,31 +698,52 @@ INSERT INTO shop.bk SELECT decode(lpad(to_hex(g), 4, '0'), 'hex'), timestamptz '
 	})
 }
 
+// liveCross is a MariaDB database and its PostgreSQL copy, for verifies under writes.
+type liveCross struct {
+	addr    mysql.Addr
+	src     *client.Conn
+	srcRows *mysql.VerifyRows
+	dstRows *postgres.VerifyRows
+	pool    *pgxpool.Pool
+	tables  []CrossTable
+}
+
+// newLiveCross creates MariaDB database db with ddl, its tables in PostgreSQL database db+"pg"
+// as the migration would, and copies the rows of the first table there.
+func newLiveCross(t *testing.T, db string, ddl ...string) *liveCross {
+	t.Helper()
+	l := &liveCross{}
+	l.addr, l.src = crossMariaDB(t, db)
+	myExec(t, l.src, ddl...)
+	srcTables := myTables(t, l.src, db)
+	var dsn string
+	dsn, l.pool = crossPG(t, db+"pg")
+	dstTables := foreignPG(t, l.pool, srcTables)
+	l.srcRows = mysql.NewVerifyRows(l.addr)
+	t.Cleanup(l.srcRows.Close)
+	var err error
+	if l.dstRows, err = postgres.NewVerifyRows(t.Context(), dsn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.dstRows.Close)
+	l.tables = pairTables(t, srcTables, dstTables)
+	first, firstPG := l.tables[0].Source, l.tables[0].Target
+	if err := upsertPG(t.Context(), l.pool, firstPG, mysqlToPGRows(readAll(t, l.srcRows, first), first)); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // TestCrossLiveWrites verifies MariaDB → PostgreSQL while a writer changes the source and a
 // lagging "stream" copies each changed row to the target some milliseconds later. A
 // WaitCaughtUp that really waits for that stream must leave every run clean.
 func TestCrossLiveWrites(t *testing.T) {
-	srcAddr, src := crossMariaDB(t, "cross_live")
-	myExec(t, src,
+	l := newLiveCross(t, "cross_live",
 		"CREATE TABLE hot (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, b VARBINARY(8), at TIMESTAMP(6) NULL)",
 		"INSERT INTO hot WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000) "+
 			"SELECT i, 0, UNHEX(HEX(i)), NOW(6) FROM s")
-	srcTables := myTables(t, src, "cross_live")
-	dsn, pool := crossPG(t, "cross_livepg")
-	dstTables := foreignPG(t, pool, srcTables)
-	srcRows := mysql.NewVerifyRows(srcAddr)
-	t.Cleanup(srcRows.Close)
-	dstRows, err := postgres.NewVerifyRows(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dstRows.Close)
-	tables := pairTables(t, srcTables, dstTables)
+	src, srcRows, dstRows, pool, tables := l.src, l.srcRows, l.dstRows, l.pool, l.tables
 	hot, hotPG := tables[0].Source, tables[0].Target
-	rows := mysqlToPGRows(readAll(t, srcRows, hot), hot)
-	if err := upsertPG(t.Context(), pool, hotPG, rows); err != nil {
-		t.Fatal(err)
-	}
 
 	// The writer counts each write once committed, under mu, so that WaitCaughtUp sees every
 	// write committed before it was called. The stream applies writes in order, each a delay
@@ -792,14 +814,7 @@ func TestCrossLiveWrites(t *testing.T) {
 			mu.Lock()
 			target := written
 			mu.Unlock()
-			for applied.Load() < target {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(2 * time.Millisecond):
-				}
-			}
-			return nil
+			return waitApplied(ctx, &applied, target)
 		}}
 	for i := range 5 {
 		mu.Lock()
@@ -822,4 +837,197 @@ func TestCrossLiveWrites(t *testing.T) {
 	if waits == 0 {
 		t.Error("no run had a row in flight to wait for; the test proves nothing")
 	}
+}
+
+// plainSource hides a source's LockRows: the verify sees only a CrossSource.
+type plainSource struct{ CrossSource }
+
+// TestCrossHotRow verifies MariaDB → PostgreSQL while a writer updates one row as fast as it
+// can, and a "stream" copies the row to the target some milliseconds after each commit: the row
+// is never the same on both sides at one moment, so only holding it still on the source lets
+// the recheck compare it. With the source's LockRows the run is clean; without (the source seen
+// as a plain CrossSource) the row is reported.
+func TestCrossHotRow(t *testing.T) {
+	l := newLiveCross(t, "cross_hot",
+		"CREATE TABLE hot (id INT NOT NULL PRIMARY KEY, v INT NOT NULL)",
+		"INSERT INTO hot WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200) SELECT i, 0 FROM s",
+		// The stream's position: a counter each write moves in its own transaction, kept out of
+		// the verified database.
+		"CREATE DATABASE IF NOT EXISTS cross_hot_pos",
+		"CREATE OR REPLACE TABLE cross_hot_pos.pos (id INT PRIMARY KEY, n BIGINT NOT NULL)",
+		"INSERT INTO cross_hot_pos.pos VALUES (1, 0)")
+	srcAddr, srcRows, dstRows, pool, tables := l.addr, l.srcRows, l.dstRows, l.pool, l.tables
+	hot, hotPG := tables[0].Source, tables[0].Target
+
+	const delay = 20 * time.Millisecond
+	type write struct {
+		seq int64
+		at  time.Time
+	}
+	var applied atomic.Int64
+	writes := make(chan write, 1<<16)
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(writes)
+		w, err := mysql.Connect(ctx, srcAddr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer w.Close()
+		for ctx.Err() == nil {
+			var n int64
+			err := w.Begin()
+			if err == nil {
+				_, err = w.Execute("UPDATE hot SET v = v + 1 WHERE id = 7")
+			}
+			if err == nil {
+				_, err = w.Execute("UPDATE cross_hot_pos.pos SET n = n + 1 WHERE id = 1")
+			}
+			if err == nil {
+				var r *gomysql.Result
+				if r, err = w.Execute("SELECT n FROM cross_hot_pos.pos WHERE id = 1"); err == nil {
+					n, _ = r.GetInt(0, 0)
+					err = w.Commit()
+				}
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Error(err)
+				}
+				return
+			}
+			writes <- write{seq: n, at: time.Now()}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for w := range writes {
+			time.Sleep(time.Until(w.at.Add(delay)))
+			got, err := srcRows.Lookup(context.Background(), hot, [][]string{{"7"}})
+			if err == nil {
+				err = upsertPG(context.Background(), pool, hotPG, mysqlToPGRows(got, hot))
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			applied.Store(w.seq)
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	pos, err := mysql.Connect(t.Context(), srcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pos.Close()
+	waitCaughtUp := func(ctx context.Context) error {
+		r, err := pos.Execute("SELECT n FROM cross_hot_pos.pos WHERE id = 1")
+		if err != nil {
+			return err
+		}
+		target, _ := r.GetInt(0, 0)
+		return waitApplied(ctx, &applied, target)
+	}
+	for i := range 3 {
+		c := &Cross{Source: srcRows, Target: dstRows, Convert: mysqlToPG, KeyToSource: mysql.KeyFromPostgres, WaitCaughtUp: waitCaughtUp}
+		if res := runCross(t, c, tables); !res.Clean {
+			t.Errorf("run %d with the row held still: %q, want clean", i, mismatches(res))
+		}
+	}
+	// Without the lock the hot row is reported: the lock above is what made it comparable.
+	reported := false
+	for range 3 {
+		c := &Cross{Source: plainSource{srcRows}, Target: dstRows, Convert: mysqlToPG, KeyToSource: mysql.KeyFromPostgres, WaitCaughtUp: waitCaughtUp}
+		if res := runCross(t, c, tables); slices.Equal(mismatches(res), []string{"different cross_hot.hot (7) v"}) {
+			reported = true
+			break
+		}
+	}
+	if !reported {
+		t.Error("without the lock the hot row was never reported; the test proves nothing")
+	}
+}
+
+// TestLockRowsHold checks both engines' LockRows: it returns the rows as Lookup does, a writer
+// of a locked row waits until release, and a writer of another row does not.
+func TestLockRowsHold(t *testing.T) {
+	ctx := t.Context()
+	myAddr, my := crossMariaDB(t, "cross_lock")
+	myExec(t, my, "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)", "INSERT INTO t VALUES (1, 10), (2, 20)")
+	myTable := myTables(t, my, "cross_lock")[0]
+	myRows := mysql.NewVerifyRows(myAddr)
+	t.Cleanup(myRows.Close)
+	myWriter, err := mysql.Connect(ctx, myAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer myWriter.Close()
+	myExec(t, myWriter, "SET SESSION innodb_lock_wait_timeout = 1")
+
+	dsn, pool := crossPG(t, "cross_lockpg")
+	if _, err := pool.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t VALUES (1, 10), (2, 20)"); err != nil {
+		t.Fatal(err)
+	}
+	pgTables, err := postgres.Tables(ctx, pool, func(s, n string) bool { return s == "public" && n == "t" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgRows, err := postgres.NewVerifyRows(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pgRows.Close)
+
+	for _, c := range []struct {
+		name   string
+		src    CrossLocker
+		table  *schema.Table
+		update func(id int) error
+	}{
+		{"mariadb", myRows, myTable, func(id int) error {
+			_, err := myWriter.Execute(fmt.Sprintf("UPDATE t SET v = v + 1 WHERE id = %d", id))
+			return err
+		}},
+		{"postgresql", pgRows, pgTables[0], func(id int) error {
+			_, err := pool.Exec(ctx, fmt.Sprintf("SET lock_timeout = '1s'; UPDATE t SET v = v + 1 WHERE id = %d", id))
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rows, release, err := c.src.LockRows(ctx, c.table, [][]string{{"1"}, {"3"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != 2 || rows[0] == nil || string(rows[0][1].Data) != "10" || rows[1] != nil {
+				t.Errorf("LockRows returned %v, want the row (1, 10) and nothing for key 3", rows)
+			}
+			if err := c.update(2); err != nil {
+				t.Errorf("a writer of an unlocked row: %v", err)
+			}
+			if err := c.update(1); err == nil {
+				t.Error("a writer of the locked row did not wait")
+			}
+			release()
+			if err := c.update(1); err != nil {
+				t.Errorf("a writer of the row after release: %v", err)
+			}
+		})
+	}
+}
+
+// waitApplied waits until a test stream has applied the write numbered target.
+func waitApplied(ctx context.Context, applied *atomic.Int64, target int64) error {
+	for applied.Load() < target {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
 }
