@@ -466,25 +466,14 @@ func TestMariaDBToPostgres(t *testing.T) {
 		t.Errorf("the first id the target hands out after complete: %d (%v), want 31, the source's AUTO_INCREMENT", next, err)
 	}
 
-	mysqlSide := map[string]string{
-		"every_type": "SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, HEX(bin), HEX(vb), HEX(bl), dt, dtm, ts, yr+0, js, en, st, CAST(b1 AS UNSIGNED), CAST(b64 AS UNSIGNED), f, d, CAST(TIME_TO_SEC(tm) AS SIGNED) FROM %s.every_type ORDER BY id",
-		"ledger":     "SELECT id, account, amount, note, created FROM %s.ledger ORDER BY id",
-		"pairs":      "SELECT k, n, v FROM %s.pairs ORDER BY k, n",
-	}
-	pgSide := map[string]string{
-		"every_type": `SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, upper(encode(bin, 'hex')), upper(encode(vb, 'hex')), upper(encode(bl, 'hex')), dt,
-		  to_char(dtm, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), yr, js, en, st, b1, b64, f, d, extract(epoch FROM tm)::bigint FROM %s.every_type ORDER BY id`,
-		"ledger": `SELECT id, account, amount, note, to_char(created, 'YYYY-MM-DD HH24:MI:SS.US') FROM %s.ledger ORDER BY id`,
-		"pairs":  `SELECT k, n, v FROM %s.pairs ORDER BY k COLLATE "C", n`,
-	}
 	my := e.conn("")
 	defer my.Close()
 	e.mustExec(my, "SET SESSION time_zone = '+00:00'")
 	pc := e.connect(dst)
 	defer pc.Close(context.Background())
 	for _, table := range []string{"every_type", "ledger", "pairs"} {
-		src := myRows(t, my, fmt.Sprintf(mysqlSide[table], "`"+e.srcDB+"`"))
-		got := pgRows(t, pc, fmt.Sprintf(pgSide[table], `"`+e.srcDB+`"`))
+		src := myRows(t, my, fmt.Sprintf(myTypesSQL[table], "`"+e.srcDB+"`"))
+		got := pgRows(t, pc, fmt.Sprintf(pgTypesSQL[table], `"`+e.srcDB+`"`))
 		sameRows(t, table, "mariadb", src, "postgresql", got)
 	}
 }
@@ -701,6 +690,20 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 			t.Logf("daemon log:\n%s", b[max(0, len(b)-8000):])
 		}
 	}
+}
+
+// myTypesSQL and pgTypesSQL read the tables of seedMySQL in one form on MariaDB and on
+// PostgreSQL (each takes the quoted database or schema).
+var myTypesSQL = map[string]string{
+	"every_type": "SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, HEX(bin), HEX(vb), HEX(bl), dt, dtm, ts, yr+0, js, en, st, CAST(b1 AS UNSIGNED), CAST(b64 AS UNSIGNED), f, d, CAST(TIME_TO_SEC(tm) AS SIGNED) FROM %s.every_type ORDER BY id",
+	"ledger":     "SELECT id, account, amount, note, created FROM %s.ledger ORDER BY id",
+	"pairs":      "SELECT k, n, v FROM %s.pairs ORDER BY k, n",
+}
+var pgTypesSQL = map[string]string{
+	"every_type": `SELECT id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, c, vc, tx, upper(encode(bin, 'hex')), upper(encode(vb, 'hex')), upper(encode(bl, 'hex')), dt,
+	  to_char(dtm, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), yr, js, en, st, b1, b64, f, d, extract(epoch FROM tm)::bigint FROM %s.every_type ORDER BY id`,
+	"ledger": `SELECT id, account, amount, note, to_char(created, 'YYYY-MM-DD HH24:MI:SS.US') FROM %s.ledger ORDER BY id`,
+	"pairs":  `SELECT k, n, v FROM %s.pairs ORDER BY k COLLATE "C", n`,
 }
 
 // waitPGSourceCaughtUp waits until the MariaDB target's checkpoint of the stream from the
