@@ -38,6 +38,9 @@ type mariaDBEngine struct {
 	sizeMB      int                         // the dataset's, to size the servers' buffer pools
 	servers     map[string]*testenv.MariaDB // by side
 	appPassword string
+	// passwordFile holds appPassword for --keep, readable by the user only: a password is never
+	// printed.
+	passwordFile string
 }
 
 // bufferPoolMB sizes a server's InnoDB buffer pool so that the dataset and what the writer adds
@@ -60,7 +63,11 @@ func (e *mariaDBEngine) dsns() (src, dst string) {
 
 func (e *mariaDBEngine) shell(side string) string {
 	m := e.servers[side]
-	return fmt.Sprintf("mariadb -h %s -P %d -u %s %s   (the application: -u %s -p%s)", m.Host(), m.Port(), m.User(), shopDB, appUser, e.appPassword)
+	app := fmt.Sprintf("-u %s -p, its password in %s", appUser, e.passwordFile)
+	if e.passwordFile == "" {
+		app = fmt.Sprintf("-u %s", appUser)
+	}
+	return fmt.Sprintf("mariadb -h %s -P %d -u %s %s   (the application: %s)", m.Host(), m.Port(), m.User(), shopDB, app)
 }
 
 func (e *mariaDBEngine) dataset(sizeMB int) Dataset { return newDataset(sizeMB, myRowBytes) }
@@ -73,6 +80,14 @@ func (e *mariaDBEngine) start(ctx context.Context) error {
 		return err
 	}
 	e.appPassword = hex.EncodeToString(pw)
+	if f, err := os.CreateTemp("", "migrated-demo-app-*.password"); err == nil { // mode 0600
+		_, werr := f.WriteString(e.appPassword + "\n")
+		if cerr := f.Close(); werr == nil && cerr == nil {
+			e.passwordFile = f.Name()
+		} else {
+			os.Remove(f.Name())
+		}
+	}
 	e.servers = map[string]*testenv.MariaDB{}
 	started := make([]*testenv.MariaDB, 2)
 	g, gctx := errgroup.WithContext(ctx)
@@ -111,6 +126,9 @@ func (e *mariaDBEngine) start(ctx context.Context) error {
 func (e *mariaDBEngine) stop() {
 	for _, m := range e.servers {
 		m.Stop() // idempotent, and nil-safe
+	}
+	if e.passwordFile != "" {
+		os.Remove(e.passwordFile)
 	}
 }
 

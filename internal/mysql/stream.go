@@ -54,6 +54,9 @@ type StreamOptions struct {
 	Heartbeat time.Duration
 	// OnChange, when set, is called for each row change decoded, before apply sees it.
 	OnChange func()
+	// WritesTo names where the stream's changes are applied, for messages: "the target" unless
+	// set.
+	WritesTo string
 	Log      *zap.Logger
 }
 
@@ -531,8 +534,12 @@ func (d *binlogDecoder) ddl(ctx context.Context, td *tableDecoder, query []byte)
 	if at == "" {
 		at = "the start of the binlog"
 	}
-	return &cdc.DecodeError{Err: fmt.Errorf("DDL on migrated table %s: %s; the stream is paused at %s: apply the same change to the target, then restart migrated",
-		td.table.ID, quoteStatement(query), at)}
+	to := d.s.opts.WritesTo
+	if to == "" {
+		to = "the target"
+	}
+	return &cdc.DecodeError{Err: fmt.Errorf("DDL on migrated table %s: %s; the stream is paused at %s: apply the same change to %s, then restart migrated",
+		td.table.ID, quoteStatement(query), at, to)}
 }
 
 // zapHandler sends go-mysql's log records to zap at debug level: go-mysql logs the errors it
