@@ -740,6 +740,11 @@ INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 20) g;`)
 		t.Fatalf("verify: %s", out)
 	}
 	e.waitAcked(d, rw, "source", 50)
+	if out := e.mustCLI("cutover", "--dry-run", "--confirm", e.name); !strings.Contains(out, "every check passed") || !strings.Contains(out, "binary log can feed") {
+		t.Fatalf("cutover --dry-run:\n%s", out)
+	} else {
+		t.Logf("cutover --dry-run:\n%s", out)
+	}
 	out := e.mustCLI("cutover", "--confirm", e.name)
 	t.Logf("cutover:\n%s", out)
 	if p := e.phase(); p != "switched" || !e.fenced(e.pgSrc) || e.readOnly(e.dstDB) {

@@ -27,6 +27,9 @@ type Facts struct {
 	Now         time.Time
 
 	ReverseErr error // the probe of the reverse path (slot/publication creatable on the target)
+	// ReverseOK says what the probe found when it passed; a PostgreSQL target's slot and
+	// publication unless set.
+	ReverseOK string
 }
 
 // Check is one precondition, as `migrated cutover --dry-run` prints it.
@@ -98,7 +101,11 @@ func Preconditions(f Facts) []Check {
 	if f.ReverseErr != nil {
 		add("reverse", false, "the reverse path cannot be prepared: %v", f.ReverseErr)
 	} else {
-		add("reverse", true, "a slot and publication can be created on the target")
+		ok := f.ReverseOK
+		if ok == "" {
+			ok = "a slot and publication can be created on the target"
+		}
+		add("reverse", true, "%s", ok)
 	}
 	return out
 }

@@ -175,6 +175,11 @@ func (d *Daemon) preconditions(ctx context.Context, op cutover.Op, req server.Ac
 		f.VerifiedAt, f.VerifyClean, f.VerifyError = res.FinishedAt, res.Clean && res.Error == "", res.Error
 	}
 	f.ReverseErr = d.probeReverse(ctx)
+	if d.binlog != nil {
+		if _, ok := d.binlog.dstSide.(*mysqlSide); ok {
+			f.ReverseOK = "the target's binary log can feed the reverse stream (ROW, FULL, GTIDs, retention, privileges)"
+		}
+	}
 	checks := cutover.Preconditions(f)
 	checks = append(checks, d.fenceCheck(ctx))
 	if verifying {
