@@ -298,6 +298,11 @@ func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table
 	if err != nil {
 		return nil, nil, err
 	}
+	whole, err := postgres.WholeRowProblems(ctx, src, tables)
+	if err != nil {
+		return nil, nil, err
+	}
+	probs = append(probs, whole...)
 	for _, t := range tables {
 		if !t.IsRoot() || t.Partitioned {
 			probs = append(probs, schema.Problem{Check: "partitions", Message: fmt.Sprintf("%s is partitioned; partitioned tables are not carried into MySQL yet: exclude it with tables.exclude-tables", t.ID)})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/testenv"
 )
@@ -15,18 +14,8 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // one key folded together: only where no other unique index, exclusion constraint or firing
 // trigger could see the order, in any partition, and where equal keys have equal text.
 func TestCompactableTables(t *testing.T) {
-	pg := testenv.RequirePostgres(t)
 	ctx := context.Background()
-	dsn, err := pg.CreateDB(ctx, "compactable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `
+	_, dsn := testDB(t, "compactable", `
 CREATE TABLE plain (id bigint PRIMARY KEY, v text);
 CREATE TABLE composite (a int, b text, c date, PRIMARY KEY (a, b, c));
 CREATE TABLE second_unique (id int PRIMARY KEY, email text UNIQUE);
@@ -44,9 +33,6 @@ CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM ('2020-01-01') TO ('2021
 CREATE TABLE odd_parts (id int, d date, code text, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
 CREATE TABLE odd_parts_a PARTITION OF odd_parts FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
 CREATE UNIQUE INDEX ON odd_parts_a (code);`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	target, err := NewTarget(ctx, dsn, "m", "forward")
 	if err != nil {
 		t.Fatal(err)

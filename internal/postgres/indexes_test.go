@@ -6,28 +6,16 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/schema"
-	"github.com/migrated/migrated/internal/testenv"
 )
 
 // TestIndexes reads secondary indexes from a real catalog: the key's index is left out, a
 // primary key that is not the key is kept as a unique index, INCLUDE columns are dropped, and
 // expression, partial, invalid and deferrable indexes are skipped with a description.
 func TestIndexes(t *testing.T) {
-	pg := testenv.RequirePostgres(t)
 	ctx := context.Background()
-	dsn, err := pg.CreateDB(ctx, "indexes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `
+	conn, _ := testDB(t, "indexes", `
 CREATE SCHEMA shop;
 CREATE TABLE shop.orders (
   id bigint PRIMARY KEY, customer int NOT NULL, placed date, email text, doc jsonb, code int, note text,
@@ -47,9 +35,6 @@ CREATE TABLE shop.ignored (id int PRIMARY KEY, v int);
 CREATE INDEX ignored_v ON shop.ignored (v);
 CREATE TABLE shop.dup (id int PRIMARY KEY, v int);
 INSERT INTO shop.dup VALUES (1, 1), (2, 1);`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// An index that fails to build concurrently stays behind, invalid.
 	if _, err := conn.Exec(ctx, `CREATE UNIQUE INDEX CONCURRENTLY dup_v ON shop.dup (v)`); err == nil {
 		t.Fatal("CREATE UNIQUE INDEX CONCURRENTLY on duplicates succeeded")

@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/schema"
-	"github.com/migrated/migrated/internal/testenv"
 )
 
 func TestKeyFromMySQL(t *testing.T) {
@@ -32,18 +31,8 @@ func TestKeyFromMySQL(t *testing.T) {
 // through VerifyRows.
 func verifyRowsFixture(t *testing.T) (*VerifyRows, *schema.Table, *pgx.Conn) {
 	t.Helper()
-	pg := testenv.RequirePostgres(t)
 	ctx := context.Background()
-	dsn, err := pg.CreateDB(ctx, "verifyrows")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	_, err = conn.Exec(ctx, `
+	conn, dsn := testDB(t, "verifyrows", `
 SET TimeZone = 'America/New_York';
 CREATE SCHEMA "My Schema";
 CREATE TABLE "My Schema".w (
@@ -55,9 +44,6 @@ INSERT INTO "My Schema".w (b, at, n, j, jb, iv, c, bits, arr, f, "t") VALUES
   ('\x0000', '2024-01-01 00:00:00+00', -0.0001, '[1, 2]', '[]', '-838:59:59', 'abcde', B'11111111', '{}', -0.5, NULL),
   ('\x0000', '2024-01-01 00:00:00.000001+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'x'),
   ('\xff', '1999-12-31 19:00:00-05', 99999999999999.9999, 'null', 'null', '1 day', ' ', B'00000000', '{"a b"}', 0.1, '');`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tables, err := Tables(ctx, conn, func(s, _ string) bool { return s == "My Schema" })
 	if err != nil || len(tables) != 1 {
 		t.Fatalf("Tables = %v, %v", tables, err)
