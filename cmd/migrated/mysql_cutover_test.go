@@ -787,10 +787,29 @@ ALTER TABLE kinds REPLICA IDENTITY FULL;`)
 	e.waitAcked(d, rw, "source", 50)
 	rw.finish(t)
 	e.waitPGSourceCaughtUp(d, e.pgSrc)
+
+	// Once more, to the end: a new verify, the cutover, and complete in the dual-write phase,
+	// which leaves no slot and no reverse checkpoint on the old source, and it fenced.
+	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
+		t.Fatalf("verify after the rollback: %s", out)
+	}
+	e.mustCLI("cutover", "--confirm", e.name)
 	out = e.mustCLI("complete", "--confirm", e.name)
 	t.Logf("complete:\n%s", out)
+	if p := e.phase(); p != "completed" || !strings.Contains(out, "default_transaction_read_only") {
+		t.Errorf("complete in the dual-write phase: phase %s:\n%s", p, out)
+	}
 	if s := e.slots(e.pgSrc); s != "" {
 		t.Errorf("complete left slots on the source: %s", s)
+	}
+	var left int
+	old := e.connect(e.pgSrc)
+	if err := old.QueryRow(ctx, "SELECT count(*) FROM _migrated.progress WHERE migration = $1", e.name).Scan(&left); err != nil || left != 0 {
+		t.Errorf("complete left %d checkpoint(s) on the old source (%v)", left, err)
+	}
+	old.Close(ctx)
+	if !e.fenced(e.pgSrc) || e.readOnly(e.dstDB) {
+		t.Errorf("after complete: source fenced %v, target read_only %v", e.fenced(e.pgSrc), e.readOnly(e.dstDB))
 	}
 	e.stop(d)
 
