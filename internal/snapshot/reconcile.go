@@ -419,20 +419,10 @@ func (r *Reconciler) forget(id string) {
 	r.broadcast()
 }
 
-// errWrite marks a failed write of a chunk's rows: the chunk stays registered, holding the
-// stream back, until the worker has closed its target session (see CopyTables).
-type errWrite struct {
-	id  string
-	err error
-}
-
-func (e *errWrite) Error() string { return e.err.Error() }
-func (e *errWrite) Unwrap() error { return e.err }
-
-// copyChunk reads one chunk between two watermarks, waits for the stream to reach the high
-// one, and writes the rows it hands back, with the chunk's mark, in one transaction on dst.
-// It returns the chunk's mark. A failed write returns an *errWrite.
-func (r *Reconciler) copyChunk(ctx context.Context, src Source, dst apply.Writer, rel *cdc.Relation, prev cdc.SnapshotMark, limit int) (cdc.SnapshotMark, error) {
+// readChunk reads the chunk after prev between two watermarks and waits for the stream to
+// pass the high one, reading again when the stream missed the low one. It returns the chunk
+// handed off: the caller writes it, or forgets it.
+func (r *Reconciler) readChunk(ctx context.Context, src Source, rel *cdc.Relation, prev cdc.SnapshotMark, limit int) (*chunk, error) {
 	for {
 		id := strconv.FormatUint(r.seq.Add(1), 36) + "." + strconv.FormatUint(uint64(chunkNonce()), 36)
 		ch := &chunk{id: id, rel: rel, touched: map[string]bool{}}
@@ -442,12 +432,12 @@ func (r *Reconciler) copyChunk(ctx context.Context, src Source, dst apply.Writer
 		r.mu.Unlock()
 		if err := src.Watermark(ctx, formatMark(r.Migration, id, "low")); err != nil {
 			r.forget(id)
-			return prev, err
+			return nil, err
 		}
 		rows, last, err := src.Read(ctx, rel, prev.Cursor, limit)
 		if err != nil {
 			r.forget(id)
-			return prev, err
+			return nil, err
 		}
 		key := rel.KeyColumns()
 		keys := make([]string, len(rows))
@@ -460,22 +450,17 @@ func (r *Reconciler) copyChunk(ctx context.Context, src Source, dst apply.Writer
 		r.mu.Unlock()
 		if err := src.Watermark(ctx, formatMark(r.Migration, id, "high")); err != nil {
 			r.forget(id)
-			return prev, err
+			return nil, err
 		}
 		handed, err := r.awaitHandOff(ctx, ch)
 		if err != nil {
 			r.forget(id)
-			return prev, err
+			return nil, err
 		}
-		if !handed {
-			r.forget(id)
-			continue
-		}
-		if err := writeChunk(ctx, dst, ch); err != nil {
-			return prev, &errWrite{id: id, err: err}
+		if handed {
+			return ch, nil
 		}
 		r.forget(id)
-		return mark, nil
 	}
 }
 
@@ -533,9 +518,9 @@ type Table struct {
 
 // CopyTables copies tables with up to workers parallel workers, each with a session on the
 // source and one on the target, one table per worker at a time, chunk after chunk in key
-// order; a table's chunks commit in order, so its mark never passes rows not yet written.
-// progress is called after each committed chunk. Track must have been called before the
-// stream started.
+// order. A worker reads its next chunk while the one before is written; its chunks commit in
+// order, so a table's mark never passes rows not yet written. progress is called after each
+// committed chunk. Track must have been called before the stream started.
 func (r *Reconciler) CopyTables(ctx context.Context, tables []Table, workers, chunkRows int, open func(ctx context.Context) (Source, error), target Target, progress func(rel *cdc.Relation, m cdc.SnapshotMark)) error {
 	r.mu.Lock()
 	tracking := r.tracking
@@ -561,46 +546,34 @@ func (r *Reconciler) CopyTables(ctx context.Context, tables []Table, workers, ch
 	})
 	for range max(1, workers) {
 		g.Go(func() error {
-			var src Source
-			var dst apply.Writer
-			closeDst := func() {}
-			defer func() {
-				if src != nil {
-					src.Close()
-				}
-				closeDst()
-			}()
+			w := &worker{r: r, progress: progress, closeDst: func() {}}
+			defer w.close()
 			for t := range work {
-				if src == nil {
+				if w.src == nil {
 					var err error
-					if src, err = open(ctx); err != nil {
+					if w.src, err = open(ctx); err != nil {
 						return err
 					}
-					if dst, closeDst, err = target(ctx); err != nil {
-						closeDst = func() {}
+					dst, closeDst, err := target(ctx)
+					if err != nil {
 						return err
 					}
+					w.dst, w.closeDst = dst, sync.OnceFunc(closeDst)
 				}
 				mark := t.From
 				for !mark.Done {
-					next, err := r.copyChunk(ctx, src, dst, t.Relation, mark, chunkRows)
-					if we := (*errWrite)(nil); errors.As(err, &we) {
-						// A commit cut short may still land until the session is gone: only
-						// then may the stream's changes to the chunk's rows go on.
-						closeDst()
-						closeDst = func() {}
-						r.forget(we.id)
-					}
+					ch, err := r.readChunk(ctx, w.src, t.Relation, mark, chunkRows)
 					if err != nil {
 						return fmt.Errorf("copy %s after key %v: %w", t.Relation.Table, mark.Cursor, err)
 					}
-					mark = next
-					if progress != nil {
-						progress(t.Relation, mark)
+					if err := w.write(ctx, ch); err != nil {
+						r.forget(ch.id)
+						return err
 					}
+					mark = ch.mark
 				}
 			}
-			return nil
+			return w.wait()
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -611,6 +584,66 @@ func (r *Reconciler) CopyTables(ctx context.Context, tables []Table, workers, ch
 	r.recent, r.recentLog = nil, nil
 	r.mu.Unlock()
 	return nil
+}
+
+// worker is one copy worker's sessions, and the chunk it is writing while it reads the next.
+type worker struct {
+	r        *Reconciler
+	src      Source
+	dst      apply.Writer
+	closeDst func()
+	progress func(rel *cdc.Relation, m cdc.SnapshotMark)
+	// writing is the chunk being written, done receives the outcome.
+	writing *chunk
+	done    chan error
+}
+
+// write starts writing ch on the target session, once the chunk before it has committed.
+// The chunk lets go of the stream's changes it held back as soon as it is written, not when
+// the worker next looks: the worker may be waiting for the stream to pass its next chunk's
+// high watermark, behind those very changes.
+func (w *worker) write(ctx context.Context, ch *chunk) error {
+	if err := w.wait(); err != nil {
+		return err
+	}
+	w.writing, w.done = ch, make(chan error, 1)
+	go func() {
+		err := writeChunk(ctx, w.dst, ch)
+		if err != nil {
+			// A commit cut short may still land until the session is gone: only then may
+			// the stream's changes to the chunk's rows go on.
+			w.closeDst()
+		}
+		w.r.forget(ch.id)
+		w.done <- err
+	}()
+	return nil
+}
+
+// wait waits for the chunk being written, if any, and reports its progress.
+func (w *worker) wait() error {
+	ch := w.writing
+	if ch == nil {
+		return nil
+	}
+	err := <-w.done
+	w.writing = nil
+	if err != nil {
+		return fmt.Errorf("write %s up to key %v: %w", ch.rel.Table, ch.mark.Cursor, err)
+	}
+	if w.progress != nil {
+		w.progress(ch.rel, ch.mark)
+	}
+	return nil
+}
+
+// close waits for the chunk being written and closes the sessions.
+func (w *worker) close() {
+	_ = w.wait() // the error, if any, ended the copy already or is one of its consequences
+	if w.src != nil {
+		w.src.Close()
+	}
+	w.closeDst()
 }
 
 // rowKey encodes the key columns of a row so that equal keys give equal strings.

@@ -303,6 +303,17 @@ type chunkTxn struct {
 
 func (x *chunkTxn) Add(_ context.Context, c *cdc.Change) error {
 	x.buf = append(x.buf, c)
+	return x.t.wouldWait(c)
+}
+
+// wouldWait fails a chunk's row that a real target would make wait on a row lock of the
+// stream's open transaction.
+func (t *fakeTarget) wouldWait(c *cdc.Change) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.Op == cdc.OpInsert && t.locked[t.key(c.Relation, c.New)] {
+		return fmt.Errorf("the chunk writes %s key %s, locked by the stream's open transaction", c.Relation.Table, c.New[0].Data)
+	}
 	return nil
 }
 
@@ -315,13 +326,13 @@ func (x *chunkTxn) Commit(_ context.Context, p cdc.Position, _ time.Time) error 
 	delay := time.Duration(t.rnd.IntN(2000)) * time.Microsecond
 	t.mu.Unlock()
 	time.Sleep(delay) // the stream goes on meanwhile
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	for _, c := range x.buf {
-		if c.Op == cdc.OpInsert && t.locked[t.key(c.Relation, c.New)] {
-			return fmt.Errorf("the chunk writes %s key %s, locked by the stream's open transaction", c.Relation.Table, c.New[0].Data)
+		if err := t.wouldWait(c); err != nil {
+			return err
 		}
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.chunkFailLeft > 0 && t.rnd.IntN(6) == 0 {
 		t.chunkFailLeft--
 		if t.rnd.IntN(2) == 0 {
