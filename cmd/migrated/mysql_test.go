@@ -176,10 +176,17 @@ type myWriter struct {
 	nextID atomic.Int64
 	err    atomic.Value
 	txns   atomic.Int64
+	// ledger is the table of the ledger's shape it writes, besides pairs.
+	ledger string
 }
 
 func (e *myEnv) startMyWriter(firstID int64, workers int) *myWriter {
-	w := &myWriter{stop: make(chan struct{})}
+	return e.startMyWriterOn("ledger", firstID, workers)
+}
+
+// startMyWriterOn starts a writer on ledger, a table of the ledger's shape, and pairs.
+func (e *myEnv) startMyWriterOn(ledger string, firstID int64, workers int) *myWriter {
+	w := &myWriter{stop: make(chan struct{}), ledger: ledger}
 	w.nextID.Store(firstID)
 	for i := range workers {
 		c := e.conn(e.srcDB)
@@ -233,15 +240,15 @@ func (w *myWriter) step(c *client.Conn, r *rand.Rand) error {
 	switch r.IntN(10) {
 	case 0, 1, 2:
 		n := w.nextID.Add(1)
-		qs = []string{fmt.Sprintf("INSERT INTO ledger VALUES (%d, 'acct-%d', %d.5, 'live', UTC_TIMESTAMP(6))", n, n%97, n)}
+		qs = []string{fmt.Sprintf("INSERT INTO "+w.ledger+" VALUES (%d, 'acct-%d', %d.5, 'live', UTC_TIMESTAMP(6))", n, n%97, n)}
 	case 3, 4, 5:
-		qs = []string{fmt.Sprintf("UPDATE ledger SET amount = amount + 1.0001, note = CONCAT('upd ', %d) WHERE id = %d", r.IntN(1000), id)}
+		qs = []string{fmt.Sprintf("UPDATE "+w.ledger+" SET amount = amount + 1.0001, note = CONCAT('upd ', %d) WHERE id = %d", r.IntN(1000), id)}
 	case 6:
-		qs = []string{fmt.Sprintf("DELETE FROM ledger WHERE id = %d", id)}
+		qs = []string{fmt.Sprintf("DELETE FROM "+w.ledger+" WHERE id = %d", id)}
 	case 7:
 		// A primary key change, to a fresh id.
 		n := w.nextID.Add(1)
-		qs = []string{fmt.Sprintf("UPDATE ledger SET id = %d WHERE id = %d", n, id)}
+		qs = []string{fmt.Sprintf("UPDATE "+w.ledger+" SET id = %d WHERE id = %d", n, id)}
 	case 8:
 		k, n := fmt.Sprintf("k%03d", r.IntN(37)), r.IntN(400)-200
 		qs = []string{fmt.Sprintf("INSERT INTO pairs VALUES ('%s', %d, 1) ON DUPLICATE KEY UPDATE v = v + 1", k, n)}
@@ -249,8 +256,8 @@ func (w *myWriter) step(c *client.Conn, r *rand.Rand) error {
 		// A multi-statement transaction.
 		n := w.nextID.Add(1)
 		qs = []string{"BEGIN",
-			fmt.Sprintf("INSERT INTO ledger VALUES (%d, 'acct-x', -1.25, NULL, UTC_TIMESTAMP(6))", n),
-			fmt.Sprintf("UPDATE ledger SET amount = amount - 1.25 WHERE id = %d", id),
+			fmt.Sprintf("INSERT INTO "+w.ledger+" VALUES (%d, 'acct-x', -1.25, NULL, UTC_TIMESTAMP(6))", n),
+			fmt.Sprintf("UPDATE "+w.ledger+" SET amount = amount - 1.25 WHERE id = %d", id),
 			fmt.Sprintf("DELETE FROM pairs WHERE k = 'k%03d' AND n = %d", r.IntN(37), r.IntN(400)-200),
 			"COMMIT"}
 	}
@@ -410,6 +417,34 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	dst.Close()
 	e.stop(d)
 	e.compareMy()
+}
+
+// TestMariaDBParallelChunks copies two tables of 30,000 rows at once, each worker writing its
+// chunks on its own target session and reading its next chunk meanwhile, while two writers
+// insert, update, delete and re-key rows in both tables, and so inside chunks in flight; the
+// tables then compare equal row by row. It is coverage of the parallel path on a real server,
+// not a sharp test of its ordering: the windows in which an ordering fault shows are short and
+// most of them are mended by a later write (it passed twice with the hold-back removed);
+// internal/snapshot's TestReconcilerConverges is the sharp one.
+func TestMariaDBParallelChunks(t *testing.T) {
+	testenv.SkipIfShort(t)
+	e := newMyEnv(t, "mychunks")
+	e.seedMySQL(30000)
+	c := e.conn(e.srcDB)
+	e.mustExec(c, "CREATE TABLE ledger2 LIKE ledger", "INSERT INTO ledger2 SELECT * FROM ledger")
+	c.Close()
+	w := e.startMyWriter(30000, 2)
+	defer w.halt()
+	w2 := e.startMyWriterOn("ledger2", 30000, 2)
+	defer w2.halt()
+
+	d := e.start()
+	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })
+	w.finish(t)
+	w2.finish(t)
+	e.waitMyCaughtUp(d)
+	e.stop(d)
+	e.compareMy("ledger2")
 }
 
 // TestMariaDBToPostgres moves a MariaDB database with every common type into PostgreSQL under

@@ -23,7 +23,8 @@ type Writer interface {
 type Txn interface {
 	Add(ctx context.Context, c *cdc.Change) error
 	// Commit writes the checkpoint (pos, commitTime) and commits, all in the same transaction.
-	// commitTime is the last source commit's time, or a lone heartbeat's time.
+	// commitTime is the last source commit's time, or a lone heartbeat's time. A nil pos
+	// commits without touching the checkpoint: a snapshot chunk written beside the stream.
 	Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error
 	Rollback(ctx context.Context)
 }

@@ -357,6 +357,10 @@ func (d *Daemon) streamBinlog(ctx context.Context, mig *mysql.Migration, snapsho
 	if err := d.setBinlogPhase(ctx, mig.ResumePhase()); err != nil {
 		return err
 	}
+	if snapshotting {
+		// Before the stream starts, so that every change not yet durable is known to the copy.
+		b.rec.Track()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	copied := make(chan struct{})
 	g.Go(func() error {
@@ -503,6 +507,10 @@ func (d *Daemon) copyBinlog(ctx context.Context) error {
 	d.log.Info("snapshot copy", zap.Int("tables", len(tables)), zap.Int("chunk_rows", chunkRows))
 	err = b.rec.CopyTables(ctx, tables, d.cfg.Snapshot.Workers, chunkRows,
 		b.source.openSnapshot,
+		// Each worker writes its chunks on a target session of its own, beside the stream's.
+		func(ctx context.Context) (apply.Writer, func(), error) {
+			return b.sink.writer(ctx, b.source, b.source.tableList())
+		},
 		func(rel *cdc.Relation, m cdc.SnapshotMark) {
 			d.mu.Lock()
 			d.m.SnapshotRowsCopied.WithLabelValues(rel.Table.String()).Add(float64(m.Rows - marks[rel.Table].Rows))

@@ -117,9 +117,8 @@ type Report struct {
 	Routes []string
 	// VerifyTime is the independent comparison; TotalTime is the whole run.
 	VerifyTime, TotalTime time.Duration
-	// ChangesStreamed and TxnsStreamed are what the daemon applied from the forward stream,
-	// without the snapshot's rows, which a MySQL migration applies through its stream too (its
-	// transactions still count the snapshot's chunks).
+	// ChangesStreamed and TxnsStreamed are what the daemon applied from the forward stream
+	// (the snapshot's rows are written beside it, by the copy workers).
 	ChangesStreamed, TxnsStreamed int64
 	// FinalLagSeconds and FinalLagBytes are the daemon's lag once caught up.
 	FinalLagSeconds float64

@@ -78,9 +78,6 @@ type wording struct {
 	size    string               // what a table's size counts
 	compare string               // how the independent verify reads and compares the tables
 	pos     string               // what a position of the source is
-	// snapshotInStream is true when the stream's applied changes include the snapshot's rows:
-	// migrated applies a MySQL source's snapshot through its stream.
-	snapshotInStream bool
 }
 
 var wordings = map[string]wording{
@@ -97,7 +94,6 @@ var wordings = map[string]wording{
 			return "customers, products, orders, order_items, events, documents (InnoDB, utf8mb4: DECIMAL, DATETIME(6), JSON, ENUM, SET, BLOB)"
 		},
 		size: "InnoDB data and indexes", compare: "SELECT in primary key order, SHA-256", pos: "GTID",
-		snapshotInStream: true,
 	},
 }
 

@@ -251,11 +251,7 @@ func (m *migration) collect(ctx context.Context) error {
 	copied := map[string]int64{}
 	for _, t := range st.Snapshot.Tables {
 		copied[t.Table] = t.RowsCopied
-		if m.con.words.snapshotInStream {
-			m.rep.ChangesStreamed -= t.RowsCopied
-		}
 	}
-	m.rep.ChangesStreamed = max(m.rep.ChangesStreamed, 0)
 	per, err := m.eng.tableRows(ctx, copied)
 	if err != nil {
 		return err

@@ -510,13 +510,10 @@ const progressSQL = "INSERT INTO `" + StateDB + "`.`progress` (`migration`, `str
 	" `commit_time` = coalesce(VALUES(`commit_time`), `commit_time`), `updated_at` = VALUES(`updated_at`)"
 
 // Commit writes the checkpoint in the transaction that holds the data up to it, and commits.
-// A zero commitTime keeps the stored one.
+// A zero commitTime keeps the stored one; a nil pos writes no checkpoint (a snapshot chunk).
 func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error {
 	if x.done {
 		return errors.New("commit of a finished target transaction")
-	}
-	if pos == nil {
-		return errors.New("commit of a target transaction without a position")
 	}
 	if err := x.sendFolded(ctx); err != nil {
 		return err
@@ -524,16 +521,18 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	if err := x.flush(ctx); err != nil {
 		return err
 	}
-	at := "NULL"
-	if !commitTime.IsZero() {
-		at = "'" + commitTime.UTC().Format(timeLayout) + "'"
-	}
-	q := fmt.Sprintf(progressSQL, quoteLiteral(x.t.migration), quoteLiteral(x.t.stream), quoteLiteral(pos.String()), at)
-	if err := x.t.exec(ctx, q); err != nil {
-		return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
+	if pos != nil {
+		at := "NULL"
+		if !commitTime.IsZero() {
+			at = "'" + commitTime.UTC().Format(timeLayout) + "'"
+		}
+		q := fmt.Sprintf(progressSQL, quoteLiteral(x.t.migration), quoteLiteral(x.t.stream), quoteLiteral(pos.String()), at)
+		if err := x.t.exec(ctx, q); err != nil {
+			return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
+		}
 	}
 	if err := x.t.exec(ctx, "COMMIT"); err != nil {
-		return classify(fmt.Errorf("commit target transaction at %s: %w", pos, err))
+		return classify(fmt.Errorf("commit target transaction at %v: %w", pos, err))
 	}
 	x.done = true
 	return nil

@@ -278,16 +278,19 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	if err := x.flush(ctx); err != nil {
 		return err
 	}
-	if _, err := x.t.conn.Exec(ctx, state.CheckpointSQL, x.t.migration, x.t.stream, pos.String(), at); err != nil {
-		return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
+	// A nil pos is a snapshot chunk written beside the stream: it has no checkpoint.
+	if pos != nil {
+		if _, err := x.t.conn.Exec(ctx, state.CheckpointSQL, x.t.migration, x.t.stream, pos.String(), at); err != nil {
+			return classify(fmt.Errorf("write checkpoint %s: %w", pos, err))
+		}
 	}
 	tag, err := x.t.conn.Exec(ctx, "COMMIT")
 	if err != nil {
-		return classify(fmt.Errorf("commit target transaction at %s: %w", pos, err))
+		return classify(fmt.Errorf("commit target transaction at %v: %w", pos, err))
 	}
 	if tag.String() != "COMMIT" {
 		// An aborted transaction "commits" as ROLLBACK: never report that position durable.
-		return fmt.Errorf("commit target transaction at %s: the target rolled it back (%s)", pos, tag)
+		return fmt.Errorf("commit target transaction at %v: the target rolled it back (%s)", pos, tag)
 	}
 	return nil
 }

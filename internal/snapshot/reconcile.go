@@ -7,25 +7,45 @@ package snapshot
 //     next rows in key order) in one short statement, and writes a high watermark.
 //   - The stream carries both watermarks in commit order. Between them, the Reconciler notes
 //     the keys of every change to the chunk's table.
-//   - At the high watermark it drops those keys from the chunk (the stream already applied a
-//     state at least as new) and emits the remaining rows as upserts, followed by a progress
-//     mark, inside the high watermark's own source transaction.
+//   - At the high watermark it drops those keys from the chunk (the stream already carries a
+//     state at least as new), and hands the remaining rows back to the worker, which writes them
+//     with the chunk's progress mark in one transaction on its own target session.
 //
-// Every write to the target thus comes from one ordered stream: the chunk lands exactly where
-// its rows were read, the target commits it with the stream checkpoint, and a restart resumes
-// both from the same transaction. No table is locked and no transaction stays open on the
-// source longer than one chunk's SELECT.
+// The chunks are thus written beside the stream, on as many target sessions as there are
+// workers, and the stream goes on while they are written. Three rules keep the target equal
+// to the source (the argument is in docs/design-notes.md, "Snapshot chunks written beside the
+// stream"):
+//
+//  1. A chunk leaves out every key the stream changed between its watermarks (as DBLog does),
+//     and also every key of a change that the target has not made durable yet (recent): the
+//     stream writes those rows itself, with an image at least as new as the one read, and no
+//     open stream transaction ever holds a lock the chunk's write waits for.
+//  2. From its high watermark until its transaction commits, a chunk holds back the stream:
+//     the Filter passes no change to a key the chunk writes (nor a truncate of its table)
+//     before the commit, so every later change lands on top of the chunk's rows.
+//  3. The chunk's mark commits with its rows; the stream's checkpoint is its own. A restart
+//     re-copies every chunk whose mark is missing, between new watermarks, and replays the
+//     stream from its checkpoint; every write is idempotent and carries a whole row, so each
+//     key ends with the last image written to it, which is the source's.
+//
+// No table is locked and no transaction stays open on the source longer than one chunk's
+// SELECT. The target tables must have no unique key but the row key while the copy runs (the
+// other keys come after it), so that rows written in another order than the source's cannot
+// meet.
 
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -43,6 +63,15 @@ type Source interface {
 	Close()
 }
 
+// Target opens one worker's session on the target, where it writes its chunks, and returns it
+// with the function that closes it. A chunk is one transaction of inserts (applied as
+// upserts) and an OpMark, committed with a nil position: it does not move the stream's
+// checkpoint.
+type Target func(ctx context.Context) (apply.Writer, func(), error)
+
+// ErrNotTracking means CopyTables ran without Track before the stream started.
+var ErrNotTracking = errors.New("snapshot: the reconciler does not track the stream's changes; call Track before the stream starts")
+
 // Reconciler sits between the stream and apply while a reconciled snapshot runs.
 type Reconciler struct {
 	// Migration tells this migration's watermarks from others' on a shared source.
@@ -58,26 +87,44 @@ type Reconciler struct {
 	// emitted counts positions passed downstream; durable is the highest one applied.
 	emitted, durable uint64
 	wake             chan struct{}
+	// tracking is set while a copy may run: the Filter then notes in recent the keys of the
+	// changes it passed that the target has not made durable yet, by table, with the
+	// sequence of the position that commits them; recentLog holds the same in sequence order,
+	// to forget them as they become durable.
+	tracking  bool
+	recent    map[cdc.TableID]map[string]uint64
+	recentLog []recentKey
 }
 
-// chunk is one chunk between its low watermark and the moment the target made it durable.
+type recentKey struct {
+	table cdc.TableID
+	key   string
+	seq   uint64
+}
+
+// chunk is one chunk between its low watermark and the commit of its rows on the target.
 type chunk struct {
-	id      string
-	rel     *cdc.Relation
-	rows    [][]cdc.Value
-	mark    cdc.SnapshotMark
-	read    bool // rows and mark are set
-	open    bool // the low watermark has passed in the stream
+	id   string
+	rel  *cdc.Relation
+	rows [][]cdc.Value
+	keys []string // rowKey of each row
+	mark cdc.SnapshotMark
+	read bool // rows, keys and mark are set
+	open bool // the low watermark has passed in the stream
+	// touched holds the keys the stream changed since the low watermark.
 	touched map[string]bool
-	// emittedAt is the sequence of the position that commits the chunk; 0 until emitted.
-	emittedAt uint64
+	// handed is set at the high watermark: write holds the rows the worker writes, and held
+	// their keys, which the stream's changes wait on until the chunk is forgotten.
+	handed bool
+	write  [][]cdc.Value
+	held   map[string]bool
 	// retry is set when the stream passed the high watermark without the low one: the worker
 	// reads the chunk again between new watermarks.
 	retry bool
 }
 
 // Position wraps a stream position with the sequence the Reconciler gave it, so Durable can
-// tell which chunks a target commit made durable. Its text form is the wrapped position's.
+// tell which changes a target commit made durable. Its text form is the wrapped position's.
 type Position struct {
 	cdc.Position
 	Seq uint64
@@ -104,19 +151,26 @@ func (r *Reconciler) broadcast() {
 	r.wake = make(chan struct{})
 }
 
-// Filter passes events from in to out, turning this migration's watermarks into chunk rows.
-// It may be run again on a new stream after the old one failed: chunks not yet durable are
-// emitted again when their watermarks come round again in the replay.
+// Track makes the Filter note the keys of the changes the target has not made durable yet,
+// which a chunk leaves out (rule 1). Call it before the stream starts when a copy will run,
+// so that no change passes unnoted; CopyTables stops it when every table is copied.
+func (r *Reconciler) Track() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	r.tracking = true
+	if r.recent == nil {
+		r.recent = map[cdc.TableID]map[string]uint64{}
+	}
+}
+
+// Filter passes events from in to out, turning this migration's watermarks into chunks handed
+// to the copy workers, and holding back changes to rows a chunk is writing. It may be run
+// again on a new stream after the old one failed: a chunk keeps the keys it noted, and one
+// whose high watermark passed is written whatever the stream does.
 func (r *Reconciler) Filter(ctx context.Context, in <-chan cdc.Event, out chan<- cdc.Event) error {
 	r.mu.Lock()
 	r.init()
-	// A new run replays from the target's checkpoint: what was emitted but not made durable
-	// was rolled back, and is emitted again when its high watermark comes round.
-	for _, ch := range r.chunks {
-		if ch.emittedAt > r.durable {
-			ch.emittedAt = 0
-		}
-	}
 	r.mu.Unlock()
 	send := func(ev cdc.Event) error {
 		select {
@@ -141,18 +195,14 @@ func (r *Reconciler) Filter(ctx context.Context, in <-chan cdc.Event, out chan<-
 		case cdc.EventChange:
 			c := ev.Change
 			if c.Relation != nil && c.Relation.Table == r.WatermarkTable {
-				emit, err := r.watermark(c)
-				if err != nil {
+				if err := r.watermark(c); err != nil {
 					return err
-				}
-				for _, e := range emit {
-					if err := send(e); err != nil {
-						return err
-					}
 				}
 				continue
 			}
-			r.touch(c)
+			if err := r.holdBack(ctx, c); err != nil {
+				return err
+			}
 		case cdc.EventCommit, cdc.EventHeartbeat:
 			ev.Position = Position{Position: ev.Position, Seq: r.nextSeq()}
 		}
@@ -169,19 +219,52 @@ func (r *Reconciler) nextSeq() uint64 {
 	return r.emitted
 }
 
-// touch notes the keys a change writes in every table with an open chunk window.
-func (r *Reconciler) touch(c *cdc.Change) {
+// holdBack waits until no chunk being written holds a key the change writes (rule 2), then
+// notes the change's keys in the open chunks of its table and, while tracking, in recent.
+func (r *Reconciler) holdBack(ctx context.Context, c *cdc.Change) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	idle := len(r.chunks) == 0 && !r.tracking
+	r.mu.Unlock()
+	if idle {
+		return nil // streaming after the copy: nothing to note or wait for
+	}
+	var keys []string
+	truncates := c.Op == cdc.OpTruncate
+	if !truncates && c.Relation != nil {
+		key := c.Relation.KeyColumns()
+		for _, row := range [][]cdc.Value{c.New, c.Old} {
+			if row != nil {
+				keys = append(keys, rowKey(row, key))
+			}
+		}
+	}
+	for {
+		r.mu.Lock()
+		held, wake := r.heldBy(c, keys), r.wake
+		if !held {
+			r.touch(c, keys)
+			r.mu.Unlock()
+			return nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		}
+	}
+}
+
+// heldBy reports whether a chunk being written holds a key of the change; the caller holds mu.
+func (r *Reconciler) heldBy(c *cdc.Change, keys []string) bool {
 	for _, ch := range r.chunks {
-		if !ch.open || ch.emittedAt != 0 {
+		if !ch.handed {
 			continue
 		}
 		if c.Op == cdc.OpTruncate {
 			for _, rel := range c.Truncated {
 				if rel.Table == ch.rel.Table {
-					// Every row left in the table now came from a change after the low mark.
-					ch.touched[truncatedAll] = true
+					return true
 				}
 			}
 			continue
@@ -189,23 +272,60 @@ func (r *Reconciler) touch(c *cdc.Change) {
 		if c.Relation == nil || c.Relation.Table != ch.rel.Table {
 			continue
 		}
-		key := c.Relation.KeyColumns()
-		if c.New != nil {
-			ch.touched[rowKey(c.New, key)] = true
+		for _, k := range keys {
+			if ch.held[k] {
+				return true
+			}
 		}
-		if c.Old != nil {
-			ch.touched[rowKey(c.Old, key)] = true
+	}
+	return false
+}
+
+// touch notes the keys a change writes in every table with an open chunk window, and in
+// recent while tracking; the caller holds mu.
+func (r *Reconciler) touch(c *cdc.Change, keys []string) {
+	var tables []cdc.TableID
+	if c.Op == cdc.OpTruncate {
+		// Every row left in the table after it came from a later change.
+		keys = []string{truncatedAll}
+		for _, rel := range c.Truncated {
+			tables = append(tables, rel.Table)
+		}
+	} else if c.Relation != nil {
+		tables = append(tables, c.Relation.Table)
+	}
+	for _, t := range tables {
+		for _, ch := range r.chunks {
+			if ch.open && !ch.handed && ch.rel.Table == t {
+				for _, k := range keys {
+					ch.touched[k] = true
+				}
+			}
+		}
+		if !r.tracking {
+			continue
+		}
+		// The change commits with the next position the Filter emits.
+		seq := r.emitted + 1
+		m := r.recent[t]
+		if m == nil {
+			m = map[string]uint64{}
+			r.recent[t] = m
+		}
+		for _, k := range keys {
+			m[k] = seq
+			r.recentLog = append(r.recentLog, recentKey{table: t, key: k, seq: seq})
 		}
 	}
 }
 
-// truncatedAll in a touched set drops every row of the chunk.
+// truncatedAll in a touched or recent set drops every row of the chunk.
 const truncatedAll = "\x00truncated"
 
-// watermark handles one watermark row and returns what to emit in its place.
-func (r *Reconciler) watermark(c *cdc.Change) ([]cdc.Event, error) {
+// watermark handles one watermark row.
+func (r *Reconciler) watermark(c *cdc.Change) error {
 	if c.New == nil {
-		return nil, nil // a cleanup delete
+		return nil // a cleanup delete
 	}
 	col := -1
 	for i, rc := range c.Relation.Columns {
@@ -214,50 +334,53 @@ func (r *Reconciler) watermark(c *cdc.Change) ([]cdc.Event, error) {
 		}
 	}
 	if col < 0 || c.New[col].Kind != cdc.ValueText {
-		return nil, fmt.Errorf("snapshot: watermark row without a mark column in %s", r.WatermarkTable)
+		return fmt.Errorf("snapshot: watermark row without a mark column in %s", r.WatermarkTable)
 	}
 	migration, id, kind, ok := parseMark(string(c.New[col].Data))
 	if !ok || migration != r.Migration {
-		return nil, nil // another migration's, or a heartbeat
+		return nil // another migration's, or a heartbeat
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ch := r.chunks[id]
-	if ch == nil || (ch.emittedAt != 0 && ch.emittedAt <= r.durable) {
-		return nil, nil // from before a restart, or already durable
+	if ch == nil || ch.handed {
+		return nil // from before a restart, or a replay of one being written
 	}
 	switch kind {
 	case "low":
 		// A replay after a reconnect may see it again: keep the keys noted already.
 		ch.open = true
-		return nil, nil
 	case "high":
 		if !ch.open || !ch.read {
 			// The low mark was before the stream's resume point and never seen: the keys
 			// changed between the marks are unknown, so the worker reads the chunk again.
 			ch.retry = true
 			r.broadcast()
-			return nil, nil
+			return nil
 		}
-	default:
-		return nil, nil
+		r.handOff(ch)
 	}
-	var out []cdc.Event
-	if !ch.touched[truncatedAll] {
-		key := ch.rel.KeyColumns()
-		for _, row := range ch.rows {
-			if ch.touched[rowKey(row, key)] {
+	return nil
+}
+
+// handOff picks the rows the worker writes (rule 1) and starts holding the stream back on
+// them (rule 2); the caller holds mu.
+func (r *Reconciler) handOff(ch *chunk) {
+	recent := r.recent[ch.rel.Table]
+	ch.held = make(map[string]bool, len(ch.rows))
+	if !ch.touched[truncatedAll] && recent[truncatedAll] == 0 {
+		for i, row := range ch.rows {
+			k := ch.keys[i]
+			if ch.touched[k] || recent[k] != 0 {
 				continue
 			}
-			out = append(out, cdc.Event{Kind: cdc.EventChange, Change: &cdc.Change{Op: cdc.OpInsert, Relation: ch.rel, New: row}})
+			ch.write = append(ch.write, row)
+			ch.held[k] = true
 		}
 	}
-	mark := ch.mark
-	out = append(out, cdc.Event{Kind: cdc.EventChange, Change: &cdc.Change{Op: cdc.OpMark, Relation: ch.rel, Mark: &mark}})
-	// The chunk commits with the next position emitted: the high mark's own commit.
-	ch.emittedAt = r.emitted + 1
+	ch.rows, ch.keys, ch.touched = nil, nil, nil
+	ch.handed = true
 	r.broadcast()
-	return out, nil
 }
 
 // Durable tells the Reconciler that the target committed up to pos. Call it from apply's
@@ -274,65 +397,116 @@ func (r *Reconciler) Durable(pos cdc.Position) {
 		return
 	}
 	r.durable = w.Seq
-	for id, ch := range r.chunks {
-		if ch.emittedAt != 0 && ch.emittedAt <= r.durable {
-			delete(r.chunks, id)
+	n := 0
+	for _, rk := range r.recentLog {
+		if rk.seq > r.durable {
+			break
+		}
+		n++
+		// A key changed again later keeps its newer entry.
+		if m := r.recent[rk.table]; m[rk.key] == rk.seq {
+			delete(m, rk.key)
 		}
 	}
+	r.recentLog = append(r.recentLog[:0], r.recentLog[n:]...)
+}
+
+// forget drops a chunk, letting the stream's changes it held back go on.
+func (r *Reconciler) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.chunks, id)
 	r.broadcast()
 }
 
-// Copy reads one chunk between two watermarks and waits until the stream has carried it into a
-// durable target commit. It returns the chunk's mark.
-func (r *Reconciler) Copy(ctx context.Context, src Source, rel *cdc.Relation, prev cdc.SnapshotMark, limit int) (cdc.SnapshotMark, error) {
-	id := strconv.FormatUint(r.seq.Add(1), 36) + "." + strconv.FormatUint(uint64(chunkNonce()), 36)
-	ch := &chunk{id: id, rel: rel, touched: map[string]bool{}}
-	r.mu.Lock()
-	r.init()
-	r.chunks[id] = ch
-	r.mu.Unlock()
-	forget := func() {
+// readChunk reads the chunk after prev between two watermarks and waits for the stream to
+// pass the high one, reading again when the stream missed the low one. It returns the chunk
+// handed off: the caller writes it, or forgets it.
+func (r *Reconciler) readChunk(ctx context.Context, src Source, rel *cdc.Relation, prev cdc.SnapshotMark, limit int) (*chunk, error) {
+	for {
+		id := strconv.FormatUint(r.seq.Add(1), 36) + "." + strconv.FormatUint(uint64(chunkNonce()), 36)
+		ch := &chunk{id: id, rel: rel, touched: map[string]bool{}}
 		r.mu.Lock()
-		delete(r.chunks, id)
+		r.init()
+		r.chunks[id] = ch
 		r.mu.Unlock()
+		if err := src.Watermark(ctx, formatMark(r.Migration, id, "low")); err != nil {
+			r.forget(id)
+			return nil, err
+		}
+		rows, last, err := src.Read(ctx, rel, prev.Cursor, limit)
+		if err != nil {
+			r.forget(id)
+			return nil, err
+		}
+		key := rel.KeyColumns()
+		keys := make([]string, len(rows))
+		for i, row := range rows {
+			keys[i] = rowKey(row, key)
+		}
+		mark := cdc.SnapshotMark{Cursor: last, Rows: prev.Rows + int64(len(rows)), Done: len(rows) < limit}
+		r.mu.Lock()
+		ch.rows, ch.keys, ch.mark, ch.read = rows, keys, mark, true
+		r.mu.Unlock()
+		if err := src.Watermark(ctx, formatMark(r.Migration, id, "high")); err != nil {
+			r.forget(id)
+			return nil, err
+		}
+		handed, err := r.awaitHandOff(ctx, ch)
+		if err != nil {
+			r.forget(id)
+			return nil, err
+		}
+		if handed {
+			return ch, nil
+		}
+		r.forget(id)
 	}
-	if err := src.Watermark(ctx, formatMark(r.Migration, id, "low")); err != nil {
-		forget()
-		return prev, err
-	}
-	rows, last, err := src.Read(ctx, rel, prev.Cursor, limit)
-	if err != nil {
-		forget()
-		return prev, err
-	}
-	mark := cdc.SnapshotMark{Cursor: last, Rows: prev.Rows + int64(len(rows)), Done: len(rows) < limit}
-	r.mu.Lock()
-	ch.rows, ch.mark, ch.read = rows, mark, true
-	r.mu.Unlock()
-	if err := src.Watermark(ctx, formatMark(r.Migration, id, "high")); err != nil {
-		forget()
-		return prev, err
-	}
+}
+
+// awaitHandOff waits until the stream passes the chunk's high watermark: true when the rows
+// were handed back, false when the chunk must be read again.
+func (r *Reconciler) awaitHandOff(ctx context.Context, ch *chunk) (bool, error) {
 	for {
 		r.mu.Lock()
-		wake := r.wake
-		_, pending := r.chunks[id]
-		retry := ch.retry
+		wake, handed, retry := r.wake, ch.handed, ch.retry
 		r.mu.Unlock()
-		if retry {
-			forget()
-			return r.Copy(ctx, src, rel, prev, limit)
-		}
-		if !pending {
-			return mark, nil
+		switch {
+		case handed:
+			return true, nil
+		case retry:
+			return false, nil
 		}
 		select {
 		case <-ctx.Done():
-			forget()
-			return prev, ctx.Err()
+			return false, ctx.Err()
 		case <-wake:
 		}
 	}
+}
+
+// writeChunk writes a handed-off chunk's rows and its mark in one target transaction.
+func writeChunk(ctx context.Context, dst apply.Writer, ch *chunk) error {
+	txn, err := dst.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	for _, row := range ch.write {
+		if err := txn.Add(ctx, &cdc.Change{Op: cdc.OpInsert, Relation: ch.rel, New: row}); err != nil {
+			txn.Rollback(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+	mark := ch.mark
+	if err := txn.Add(ctx, &cdc.Change{Op: cdc.OpMark, Relation: ch.rel, Mark: &mark}); err != nil {
+		txn.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := txn.Commit(ctx, nil, time.Time{}); err != nil {
+		txn.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	return nil
 }
 
 // Table is one table of a reconciled snapshot.
@@ -342,9 +516,18 @@ type Table struct {
 	From cdc.SnapshotMark
 }
 
-// CopyTables copies tables with up to workers parallel sessions, one table per session at a
-// time, chunk after chunk in key order. progress is called after each durable chunk.
-func (r *Reconciler) CopyTables(ctx context.Context, tables []Table, workers, chunkRows int, open func(ctx context.Context) (Source, error), progress func(rel *cdc.Relation, m cdc.SnapshotMark)) error {
+// CopyTables copies tables with up to workers parallel workers, each with a session on the
+// source and one on the target, one table per worker at a time, chunk after chunk in key
+// order. A worker reads its next chunk while the one before is written; its chunks commit in
+// order, so a table's mark never passes rows not yet written. progress is called after each
+// committed chunk. Track must have been called before the stream started.
+func (r *Reconciler) CopyTables(ctx context.Context, tables []Table, workers, chunkRows int, open func(ctx context.Context) (Source, error), target Target, progress func(rel *cdc.Relation, m cdc.SnapshotMark)) error {
+	r.mu.Lock()
+	tracking := r.tracking
+	r.mu.Unlock()
+	if !tracking {
+		return ErrNotTracking
+	}
 	work := make(chan Table)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -363,35 +546,104 @@ func (r *Reconciler) CopyTables(ctx context.Context, tables []Table, workers, ch
 	})
 	for range max(1, workers) {
 		g.Go(func() error {
-			var src Source
-			defer func() {
-				if src != nil {
-					src.Close()
-				}
-			}()
+			w := &worker{r: r, progress: progress, closeDst: func() {}}
+			defer w.close()
 			for t := range work {
-				if src == nil {
+				if w.src == nil {
 					var err error
-					if src, err = open(ctx); err != nil {
+					if w.src, err = open(ctx); err != nil {
 						return err
 					}
+					dst, closeDst, err := target(ctx)
+					if err != nil {
+						return err
+					}
+					w.dst, w.closeDst = dst, sync.OnceFunc(closeDst)
 				}
 				mark := t.From
 				for !mark.Done {
-					next, err := r.Copy(ctx, src, t.Relation, mark, chunkRows)
+					ch, err := r.readChunk(ctx, w.src, t.Relation, mark, chunkRows)
 					if err != nil {
 						return fmt.Errorf("copy %s after key %v: %w", t.Relation.Table, mark.Cursor, err)
 					}
-					mark = next
-					if progress != nil {
-						progress(t.Relation, mark)
+					if err := w.write(ctx, ch); err != nil {
+						r.forget(ch.id)
+						return err
 					}
+					mark = ch.mark
 				}
 			}
-			return nil
+			return w.wait()
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.tracking = false
+	r.recent, r.recentLog = nil, nil
+	r.mu.Unlock()
+	return nil
+}
+
+// worker is one copy worker's sessions, and the chunk it is writing while it reads the next.
+type worker struct {
+	r        *Reconciler
+	src      Source
+	dst      apply.Writer
+	closeDst func()
+	progress func(rel *cdc.Relation, m cdc.SnapshotMark)
+	// writing is the chunk being written, done receives the outcome.
+	writing *chunk
+	done    chan error
+}
+
+// write starts writing ch on the target session, once the chunk before it has committed.
+// The chunk lets go of the stream's changes it held back as soon as it is written, not when
+// the worker next looks: the worker may be waiting for the stream to pass its next chunk's
+// high watermark, behind those very changes.
+func (w *worker) write(ctx context.Context, ch *chunk) error {
+	if err := w.wait(); err != nil {
+		return err
+	}
+	w.writing, w.done = ch, make(chan error, 1)
+	go func() {
+		err := writeChunk(ctx, w.dst, ch)
+		if err != nil {
+			// A commit cut short may still land until the session is gone: only then may
+			// the stream's changes to the chunk's rows go on.
+			w.closeDst()
+		}
+		w.r.forget(ch.id)
+		w.done <- err
+	}()
+	return nil
+}
+
+// wait waits for the chunk being written, if any, and reports its progress.
+func (w *worker) wait() error {
+	ch := w.writing
+	if ch == nil {
+		return nil
+	}
+	err := <-w.done
+	w.writing = nil
+	if err != nil {
+		return fmt.Errorf("write %s up to key %v: %w", ch.rel.Table, ch.mark.Cursor, err)
+	}
+	if w.progress != nil {
+		w.progress(ch.rel, ch.mark)
+	}
+	return nil
+}
+
+// close waits for the chunk being written and closes the sessions.
+func (w *worker) close() {
+	_ = w.wait() // the error, if any, ended the copy already or is one of its consequences
+	if w.src != nil {
+		w.src.Close()
+	}
+	w.closeDst()
 }
 
 // rowKey encodes the key columns of a row so that equal keys give equal strings.

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -10,39 +11,51 @@ import (
 	"testing"
 	"time"
 
+	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
 	"golang.org/x/sync/errgroup"
 )
 
-// fakeSource is a source table plus its change log. Every write and every watermark appends to
-// the log under the same lock as the table, so the log order is the commit order.
+// fakeSource is a few source tables plus their change log. Every write and every watermark
+// appends to the log under the same lock as the tables, so the log order is the commit order.
 type fakeSource struct {
 	mu   sync.Mutex
-	rows map[int]string // key → value
+	rows map[tkey]string // table and key → value
 	log  []cdc.Event
 	more chan struct{}
-	rel  *cdc.Relation
+	rels []*cdc.Relation
 	wm   *cdc.Relation
 	seq  int
 }
+
+// tkey is a row's table (its index in rels) and key.
+type tkey struct{ t, k int }
 
 type pos int
 
 func (p pos) String() string { return strconv.Itoa(int(p)) }
 
-func newFakeSource() *fakeSource {
-	return &fakeSource{
-		rows: map[int]string{},
+func newFakeSource(tables int) *fakeSource {
+	f := &fakeSource{
+		rows: map[tkey]string{},
 		more: make(chan struct{}),
-		rel:  &cdc.Relation{Table: cdc.TableID{Schema: "app", Name: "t"}, Columns: []cdc.Column{{Name: "id", Key: true}, {Name: "v"}}},
 		wm:   &cdc.Relation{Table: cdc.TableID{Schema: "_migrated", Name: "watermark"}, Columns: []cdc.Column{{Name: "id", Key: true}, {Name: "mark"}}},
 	}
+	for n := range tables {
+		f.rels = append(f.rels, &cdc.Relation{Table: cdc.TableID{Schema: "app", Name: "t" + strconv.Itoa(n)}, Columns: []cdc.Column{{Name: "id", Key: true}, {Name: "v"}}})
+	}
+	return f
 }
 
 func text(s string) cdc.Value { return cdc.Value{Kind: cdc.ValueText, Data: []byte(s)} }
 
 func (f *fakeSource) row(k int, v string) []cdc.Value {
 	return []cdc.Value{text(strconv.Itoa(k)), text(v)}
+}
+
+// table returns the index of a relation's table.
+func (f *fakeSource) table(rel *cdc.Relation) int {
+	return slices.IndexFunc(f.rels, func(r *cdc.Relation) bool { return r.Table == rel.Table })
 }
 
 // commit appends one transaction; the caller holds mu.
@@ -57,72 +70,89 @@ func (f *fakeSource) commit(changes ...*cdc.Change) {
 	f.more = make(chan struct{})
 }
 
-// write makes one random change to the table.
+// write makes one random change to one of the tables: an insert, an update, a delete, a key
+// change, and now and then a truncate.
 func (f *fakeSource) write(r *rand.Rand, keys int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	k := r.IntN(keys)
+	t := r.IntN(len(f.rels))
+	rel := f.rels[t]
+	if r.IntN(2000) == 0 {
+		for k := range f.rows {
+			if k.t == t {
+				delete(f.rows, k)
+			}
+		}
+		f.commit(&cdc.Change{Op: cdc.OpTruncate, Truncated: []*cdc.Relation{rel}})
+		return
+	}
+	k := tkey{t, r.IntN(keys)}
 	v := strconv.Itoa(r.Int())
 	old, exists := f.rows[k]
 	switch {
 	case !exists:
 		f.rows[k] = v
-		f.commit(&cdc.Change{Op: cdc.OpInsert, Relation: f.rel, New: f.row(k, v)})
+		f.commit(&cdc.Change{Op: cdc.OpInsert, Relation: rel, New: f.row(k.k, v)})
 	case r.IntN(4) == 0:
 		delete(f.rows, k)
-		f.commit(&cdc.Change{Op: cdc.OpDelete, Relation: f.rel, Old: f.row(k, old)})
+		f.commit(&cdc.Change{Op: cdc.OpDelete, Relation: rel, Old: f.row(k.k, old)})
 	case r.IntN(4) == 0:
 		// A key change, to a key that is free.
-		n := r.IntN(keys)
+		n := tkey{t, r.IntN(keys)}
 		if _, taken := f.rows[n]; taken {
 			return
 		}
 		delete(f.rows, k)
 		f.rows[n] = v
-		f.commit(&cdc.Change{Op: cdc.OpUpdate, Relation: f.rel, Old: f.row(k, old), New: f.row(n, v)})
+		f.commit(&cdc.Change{Op: cdc.OpUpdate, Relation: rel, Old: f.row(k.k, old), New: f.row(n.k, v)})
 	default:
 		f.rows[k] = v
-		f.commit(&cdc.Change{Op: cdc.OpUpdate, Relation: f.rel, New: f.row(k, v)})
+		f.commit(&cdc.Change{Op: cdc.OpUpdate, Relation: rel, New: f.row(k.k, v)})
 	}
 }
 
-func (f *fakeSource) Watermark(_ context.Context, mark string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.commit(&cdc.Change{Op: cdc.OpInsert, Relation: f.wm, New: []cdc.Value{text("1"), text(mark)}})
+// session is one copy worker's session on the source.
+type session struct{ f *fakeSource }
+
+func (s session) Watermark(_ context.Context, mark string) error {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	s.f.commit(&cdc.Change{Op: cdc.OpInsert, Relation: s.f.wm, New: []cdc.Value{text("1"), text(mark)}})
 	return nil
 }
 
-func (f *fakeSource) Read(_ context.Context, _ *cdc.Relation, cursor []string, limit int) ([][]cdc.Value, []string, error) {
+func (s session) Read(_ context.Context, rel *cdc.Relation, cursor []string, limit int) ([][]cdc.Value, []string, error) {
 	// Give the writers time to change the chunk between the watermarks and the read.
 	time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
 	defer time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+	f := s.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	t := f.table(rel)
 	from := -1 << 62
 	if cursor != nil {
 		from, _ = strconv.Atoi(cursor[0])
 	}
 	var keys []int
 	for k := range f.rows {
-		if k > from {
-			keys = append(keys, k)
+		if k.t == t && k.k > from {
+			keys = append(keys, k.k)
 		}
 	}
 	slices.Sort(keys)
 	var out [][]cdc.Value
 	last := cursor
 	for _, k := range keys[:min(limit, len(keys))] {
-		out = append(out, f.row(k, f.rows[k]))
+		out = append(out, f.row(k, f.rows[tkey{t, k}]))
 		last = []string{strconv.Itoa(k)}
 	}
 	return out, last, nil
 }
 
-func (f *fakeSource) Close() {}
+func (session) Close() {}
 
 // tail sends the log from index from until ctx ends; it returns the next index.
-func (f *fakeSource) tail(ctx context.Context, from int, out chan<- cdc.Event, stopAfter int) int {
+func (f *fakeSource) tail(ctx context.Context, from int, out chan<- cdc.Event) int {
 	i := from
 	for {
 		f.mu.Lock()
@@ -130,9 +160,6 @@ func (f *fakeSource) tail(ctx context.Context, from int, out chan<- cdc.Event, s
 		more := f.more
 		f.mu.Unlock()
 		for _, ev := range evs {
-			if stopAfter >= 0 && i >= stopAfter {
-				return i
-			}
 			select {
 			case out <- ev:
 				i++
@@ -149,15 +176,53 @@ func (f *fakeSource) tail(ctx context.Context, from int, out chan<- cdc.Event, s
 }
 
 // fakeTarget applies events like apply does: a transaction buffers, Commit applies it and
-// records the position. A failed commit loses the buffer.
+// records the position. A failed commit loses the buffer. Chunks come through Begin, on other
+// sessions, and commit at a random later moment, so the stream runs ahead of them.
 type fakeTarget struct {
+	src     *fakeSource
 	mu      sync.Mutex
-	rows    map[int]string
+	rows    map[tkey]string
 	checkpt int // index into the source log where a resumed stream starts
-	marks   cdc.SnapshotMark
-	// failLeft commits fail, each with probability 1 in 8, to force replays.
-	failLeft int
-	rnd      *rand.Rand
+	marks   map[cdc.TableID]cdc.SnapshotMark
+	// failLeft stream commits fail, each with probability 1 in 8, to force replays;
+	// chunkFailLeft chunk commits fail, half of them after the chunk landed.
+	failLeft, chunkFailLeft int
+	rnd                     *rand.Rand
+	// locked holds the rows the stream's open transaction wrote: a chunk that writes one of
+	// them would wait on its lock, and the stream may be waiting on the chunk.
+	locked map[tkey]bool
+}
+
+var errLost = errors.New("target connection lost")
+
+// key returns the table and key of a row.
+func (t *fakeTarget) key(rel *cdc.Relation, row []cdc.Value) tkey {
+	n, _ := strconv.Atoi(string(row[0].Data))
+	return tkey{t.src.table(rel), n}
+}
+
+// apply writes changes in order; the caller holds mu.
+func (t *fakeTarget) apply(buf []*cdc.Change) {
+	k := t.key
+	for _, c := range buf {
+		switch c.Op {
+		case cdc.OpInsert, cdc.OpUpdate:
+			if c.Old != nil {
+				delete(t.rows, k(c.Relation, c.Old))
+			}
+			t.rows[k(c.Relation, c.New)] = string(c.New[1].Data)
+		case cdc.OpDelete:
+			delete(t.rows, k(c.Relation, c.Old))
+		case cdc.OpTruncate:
+			for key := range t.rows {
+				if key.t == t.src.table(c.Truncated[0]) {
+					delete(t.rows, key)
+				}
+			}
+		case cdc.OpMark:
+			t.marks[c.Relation.Table] = *c.Mark
+		}
+	}
 }
 
 func (t *fakeTarget) run(ctx context.Context, in <-chan cdc.Event, r *Reconciler, logIndex func(cdc.Position) int) error {
@@ -166,24 +231,12 @@ func (t *fakeTarget) run(ctx context.Context, in <-chan cdc.Event, r *Reconciler
 	commit := func() error {
 		t.mu.Lock()
 		defer t.mu.Unlock()
+		clear(t.locked)
 		if t.failLeft > 0 && t.rnd.IntN(8) == 0 {
 			t.failLeft--
-			return fmt.Errorf("target connection lost")
+			return errLost
 		}
-		for _, c := range buf {
-			k := func(row []cdc.Value) int { n, _ := strconv.Atoi(string(row[0].Data)); return n }
-			switch c.Op {
-			case cdc.OpInsert, cdc.OpUpdate:
-				if c.Old != nil {
-					delete(t.rows, k(c.Old))
-				}
-				t.rows[k(c.New)] = string(c.New[1].Data)
-			case cdc.OpDelete:
-				delete(t.rows, k(c.Old))
-			case cdc.OpMark:
-				t.marks = *c.Mark
-			}
-		}
+		t.apply(buf)
 		t.checkpt = logIndex(last)
 		buf, last = nil, nil
 		return nil
@@ -209,11 +262,26 @@ func (t *fakeTarget) run(ctx context.Context, in <-chan cdc.Event, r *Reconciler
 		}
 		switch ev.Kind {
 		case cdc.EventChange:
+			if ev.Change.Op == cdc.OpMark {
+				return errors.New("a snapshot mark in the stream")
+			}
 			buf = append(buf, ev.Change)
+			if c := ev.Change; c.Relation != nil {
+				t.mu.Lock()
+				for _, row := range [][]cdc.Value{c.Old, c.New} {
+					if row != nil {
+						t.locked[t.key(c.Relation, row)] = true
+					}
+				}
+				t.mu.Unlock()
+			}
 		case cdc.EventCommit:
 			last = ev.Position
 			// Group source transactions like apply does: commit only every few.
-			if t.rnd.IntN(4) != 0 {
+			t.mu.Lock()
+			group := t.rnd.IntN(4) != 0
+			t.mu.Unlock()
+			if group {
 				continue
 			}
 			pos := last
@@ -225,9 +293,64 @@ func (t *fakeTarget) run(ctx context.Context, in <-chan cdc.Event, r *Reconciler
 	}
 }
 
-// TestReconcilerConverges runs the watermark algorithm against a table under random inserts,
-// updates, deletes and key changes, with the stream failing and resuming from the target's
-// checkpoint along the way. The target must end equal to the source.
+// Begin opens a chunk's transaction on a session of its own.
+func (t *fakeTarget) Begin(context.Context) (apply.Txn, error) { return &chunkTxn{t: t}, nil }
+
+type chunkTxn struct {
+	t   *fakeTarget
+	buf []*cdc.Change
+}
+
+func (x *chunkTxn) Add(_ context.Context, c *cdc.Change) error {
+	x.buf = append(x.buf, c)
+	return x.t.wouldWait(c)
+}
+
+// wouldWait fails a chunk's row that a real target would make wait on a row lock of the
+// stream's open transaction.
+func (t *fakeTarget) wouldWait(c *cdc.Change) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.Op == cdc.OpInsert && t.locked[t.key(c.Relation, c.New)] {
+		return fmt.Errorf("the chunk writes %s key %s, locked by the stream's open transaction", c.Relation.Table, c.New[0].Data)
+	}
+	return nil
+}
+
+func (x *chunkTxn) Commit(_ context.Context, p cdc.Position, _ time.Time) error {
+	if p != nil {
+		return errors.New("a chunk committed with a stream position")
+	}
+	t := x.t
+	t.mu.Lock()
+	delay := time.Duration(t.rnd.IntN(2000)) * time.Microsecond
+	t.mu.Unlock()
+	time.Sleep(delay) // the stream goes on meanwhile
+	for _, c := range x.buf {
+		if err := t.wouldWait(c); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.chunkFailLeft > 0 && t.rnd.IntN(6) == 0 {
+		t.chunkFailLeft--
+		if t.rnd.IntN(2) == 0 {
+			t.apply(x.buf) // the commit landed, but its answer was lost
+		}
+		return errLost
+	}
+	t.apply(x.buf)
+	return nil
+}
+
+func (x *chunkTxn) Rollback(context.Context) {}
+
+// TestReconcilerConverges runs the watermark algorithm against three tables under random
+// inserts, updates, deletes, key changes and truncates, copied by three workers whose chunks
+// commit on their own sessions at random moments while the stream runs ahead, with the stream
+// and the chunk writes failing and resuming along the way. The target must end equal to the
+// source, row by row.
 func TestReconcilerConverges(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { reconcileOnce(t, seed) })
@@ -236,13 +359,14 @@ func TestReconcilerConverges(t *testing.T) {
 
 func reconcileOnce(t *testing.T, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, seed))
-	src := newFakeSource()
+	src := newFakeSource(3)
 	const keys = 120
-	for range 300 {
+	for range 900 {
 		src.write(r, keys)
 	}
 	startLog := len(src.log)
-	dst := &fakeTarget{rows: map[int]string{}, checkpt: startLog, failLeft: 10, rnd: rand.New(rand.NewPCG(seed, 7))}
+	dst := &fakeTarget{src: src, rows: map[tkey]string{}, marks: map[cdc.TableID]cdc.SnapshotMark{}, checkpt: startLog, locked: map[tkey]bool{},
+		failLeft: 10, chunkFailLeft: 4, rnd: rand.New(rand.NewPCG(seed, 7))}
 	rec := &Reconciler{Migration: "m", WatermarkTable: src.wm.Table}
 	// Commit positions are the log index just after the commit event.
 	logIndex := func(p cdc.Position) int {
@@ -280,12 +404,29 @@ func reconcileOnce(t *testing.T, seed uint64) {
 		}
 	})
 
-	// The stream: tail from the checkpoint through the filter into the target; a failure
-	// restarts both from the target's checkpoint, like the daemon's reconnect loop.
+	// The copy resumes from the marks on the target after a failed chunk, like the daemon's
+	// retry; the stream starts after Track, like the daemon's.
+	rec.Track()
 	copyDone := make(chan error, 1)
 	go func() {
-		copyDone <- rec.CopyTables(ctx, []Table{{Relation: src.rel}}, 1, 7, func(context.Context) (Source, error) { return src, nil }, nil)
+		for {
+			var tables []Table
+			dst.mu.Lock()
+			for _, rel := range src.rels {
+				tables = append(tables, Table{Relation: rel, From: dst.marks[rel.Table]})
+			}
+			dst.mu.Unlock()
+			err := rec.CopyTables(ctx, tables, len(src.rels), 7,
+				func(context.Context) (Source, error) { return session{src}, nil },
+				func(context.Context) (apply.Writer, func(), error) { return dst, func() {}, nil }, nil)
+			if !errors.Is(err, errLost) {
+				copyDone <- err
+				return
+			}
+		}
 	}()
+	// The stream: tail from the checkpoint through the filter into the target; a failure
+	// restarts both from the target's checkpoint, like the daemon's reconnect loop.
 	streamDone := make(chan struct{})
 	var streamErr error
 	go func() {
@@ -297,12 +438,12 @@ func reconcileOnce(t *testing.T, seed uint64) {
 			from := dst.checkpt
 			dst.mu.Unlock()
 			g, gctx := errgroup.WithContext(sctx)
-			g.Go(func() error { src.tail(gctx, from, raw, -1); return gctx.Err() })
+			g.Go(func() error { src.tail(gctx, from, raw); return gctx.Err() })
 			g.Go(func() error { return rec.Filter(gctx, raw, filtered) })
 			g.Go(func() error { return dst.run(gctx, filtered, rec, logIndex) })
 			err := g.Wait()
 			scancel()
-			if err != nil && err.Error() == "target connection lost" {
+			if errors.Is(err, errLost) {
 				continue
 			}
 			if ctx.Err() == nil {
@@ -342,17 +483,29 @@ func reconcileOnce(t *testing.T, seed uint64) {
 	defer src.mu.Unlock()
 	dst.mu.Lock()
 	defer dst.mu.Unlock()
-	if !dst.marks.Done {
-		t.Fatalf("last mark not done: %+v", dst.marks)
+	for _, rel := range src.rels {
+		if !dst.marks[rel.Table].Done {
+			t.Fatalf("last mark of %s not done: %+v", rel.Table, dst.marks[rel.Table])
+		}
 	}
 	for k, v := range src.rows {
 		if got, ok := dst.rows[k]; !ok || got != v {
-			t.Errorf("key %d: source %q, target %q (present %v)", k, v, got, ok)
+			t.Errorf("table %d key %d: source %q, target %q (present %v)", k.t, k.k, v, got, ok)
 		}
 	}
 	for k := range dst.rows {
 		if _, ok := src.rows[k]; !ok {
-			t.Errorf("key %d on the target only", k)
+			t.Errorf("table %d key %d on the target only", k.t, k.k)
 		}
+	}
+}
+
+// TestCopyTablesNeedsTrack refuses a copy whose stream started without Track: the chunks
+// could not leave out the rows the stream has not made durable yet.
+func TestCopyTablesNeedsTrack(t *testing.T) {
+	rec := &Reconciler{Migration: "m"}
+	err := rec.CopyTables(context.Background(), nil, 1, 10, nil, nil, nil)
+	if !errors.Is(err, ErrNotTracking) {
+		t.Fatalf("got %v, want ErrNotTracking", err)
 	}
 }
