@@ -3,6 +3,8 @@ package apply
 import (
 	"errors"
 	"fmt"
+
+	"github.com/migrated/migrated/internal/cdc"
 )
 
 // ChangeError is a permanent failure to apply one change: a constraint, a type mismatch, a
@@ -33,4 +35,13 @@ func (e *TransientError) Unwrap() error { return e.Err }
 func IsTransient(err error) bool {
 	var t *TransientError
 	return errors.As(err, &t)
+}
+
+// CommitWhat names a target transaction for messages: the stream position it commits, or a
+// snapshot chunk when pos is nil.
+func CommitWhat(pos cdc.Position) string {
+	if pos == nil {
+		return "the target transaction of a snapshot chunk"
+	}
+	return "the target transaction at " + pos.String()
 }

@@ -532,7 +532,7 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 		}
 	}
 	if err := x.t.exec(ctx, "COMMIT"); err != nil {
-		return classify(fmt.Errorf("commit target transaction at %v: %w", pos, err))
+		return classify(fmt.Errorf("commit %s: %w", apply.CommitWhat(pos), err))
 	}
 	x.done = true
 	return nil

@@ -286,11 +286,11 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	}
 	tag, err := x.t.conn.Exec(ctx, "COMMIT")
 	if err != nil {
-		return classify(fmt.Errorf("commit target transaction at %v: %w", pos, err))
+		return classify(fmt.Errorf("commit %s: %w", apply.CommitWhat(pos), err))
 	}
 	if tag.String() != "COMMIT" {
 		// An aborted transaction "commits" as ROLLBACK: never report that position durable.
-		return fmt.Errorf("commit target transaction at %v: the target rolled it back (%s)", pos, tag)
+		return fmt.Errorf("commit %s: the target rolled it back (%s)", apply.CommitWhat(pos), tag)
 	}
 	return nil
 }
