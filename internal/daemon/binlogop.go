@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/migrated/migrated/internal/cutover"
 	"github.com/migrated/migrated/internal/mysql"
+	"github.com/migrated/migrated/internal/postgres"
 	"github.com/migrated/migrated/internal/schema"
 	"github.com/migrated/migrated/internal/server"
 	"github.com/migrated/migrated/internal/snapshot"
@@ -278,7 +279,23 @@ func (d *Daemon) binlogFenceCheck(ctx context.Context) cutover.Check {
 // binlogProbeReverse checks that the target can serve the reverse stream, as preflight checks a
 // source.
 func (d *Daemon) binlogProbeReverse(ctx context.Context) error {
-	return d.binlog.dstSide.probeSource(ctx)
+	if err := d.binlog.dstSide.probeSource(ctx); err != nil {
+		return err
+	}
+	// The reverse stream writes into a PostgreSQL source as the forward one writes a target:
+	// without the right to turn its triggers off it would stop right after the cutover, when
+	// the rollback needs it.
+	if sink, ok := d.binlog.rev.sink.(*pgSink); ok {
+		c, err := pgx.Connect(ctx, sink.dsn)
+		if err != nil {
+			return fmt.Errorf("connect to the source: %w", redactErr(err, sink.dsn))
+		}
+		defer c.Close(context.WithoutCancel(ctx))
+		if err := postgres.CheckReplicationRole(ctx, c); err != nil {
+			return fmt.Errorf("on the source, which the reverse stream writes to: %w", err)
+		}
+	}
+	return nil
 }
 
 // reverseTables reads the migrated tables from database db of a MySQL target, as the reverse

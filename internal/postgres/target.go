@@ -61,6 +61,23 @@ SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
                                                'timestamp'::regtype, 'timestamptz'::regtype, 'bytea'::regtype)
                             OR (co.oid IS NOT NULL AND NOT co.collisdeterministic))))`
 
+const replicationRoleAdvice = "run migrated as a superuser there, or GRANT SET ON PARAMETER session_replication_role TO the migrated role (PostgreSQL 15 and later)"
+
+// CheckReplicationRole tells whether conn's role may set session_replication_role, which
+// applying changes on that side needs (its triggers and foreign keys must not fire again), by
+// setting it in a transaction that is rolled back.
+func CheckReplicationRole(ctx context.Context, conn *pgx.Conn) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+		return fmt.Errorf("the migrated role cannot set session_replication_role (%v); %s", err, replicationRoleAdvice)
+	}
+	return nil
+}
+
 // NewTarget connects to the target for applying the named stream ("forward" or "reverse").
 // Triggers and foreign keys on the target do not fire for replicated rows
 // (session_replication_role = replica), as they already fired on the source.
@@ -82,7 +99,7 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 		if stream == "reverse" {
 			side = "old source (which the reverse stream writes to)"
 		}
-		return nil, fmt.Errorf("set session_replication_role on the %s: %w; run migrated as a superuser there, or GRANT SET ON PARAMETER session_replication_role TO the migrated role", side, err)
+		return nil, fmt.Errorf("set session_replication_role on the %s: %w; %s", side, err, replicationRoleAdvice)
 	}
 	t := &Target{conn: conn, migration: migration, stream: stream, stmts: map[string]*pgconn.StatementDescription{}, sqls: sqlCache{}, compactable: map[cdc.TableID]bool{}}
 	rows, err := conn.Query(ctx, compactableSQL)
