@@ -25,31 +25,8 @@ import (
 func newMyEnvTwo(t *testing.T, name string) *myEnv {
 	t.Helper()
 	testenv.SkipIfShort(t)
-	var servers [2]*testenv.MariaDB
-	for i := range servers {
-		m, err := testenv.StartMariaDB(testenv.MariaDBOptions{})
-		if err != nil {
-			testenv.SkipOrFail(t, err)
-		}
-		t.Cleanup(func() { m.Stop() })
-		servers[i] = m
-	}
-	e := &myEnv{m: servers[0], dm: servers[1], srcDB: "shop", dstDB: "shop_new", serverAddr: servers[0].Addr()}
-	ctx := context.Background()
-	for i, db := range []string{e.srcDB, e.dstDB} {
-		m := servers[i]
-		if err := m.CreateDB(ctx, db); err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range []string{
-			"CREATE USER 'app'@'%' IDENTIFIED BY 'app'",
-			"GRANT SELECT, INSERT, UPDATE, DELETE ON `" + db + "`.* TO 'app'@'%'",
-		} {
-			if err := m.Exec(ctx, q); err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-		}
-	}
+	src, dst := appServer(t, "shop"), appServer(t, "shop_new")
+	e := &myEnv{m: src, dm: dst, srcDB: "shop", dstDB: "shop_new", serverAddr: src.Addr()}
 	e.srcDSN, e.dstDSN = e.m.DSN(e.srcDB), e.dm.DSN(e.dstDB)
 	port, err := testenv.FreePort()
 	if err != nil {
@@ -585,10 +562,10 @@ func TestMariaDBCutoverAndRollback(t *testing.T) {
 	e.stop(d)
 }
 
-// newCrossEnv is a cutover test between a MariaDB server of its own, holding database myDB and
-// an application account, and a new PostgreSQL database pgDB: the source when pgIsSource, else
-// the target (whose tables are then in the schema named myDB).
-func newCrossEnv(t *testing.T, name, myDB, pgDB string, pgIsSource bool) *myEnv {
+// appServer starts a MariaDB server for the test alone (a fence makes a whole server
+// read-only), with database db and the application's account 'app', which may change its rows
+// and nothing more: a fence stops it.
+func appServer(t *testing.T, db string) *testenv.MariaDB {
 	t.Helper()
 	testenv.SkipIfShort(t)
 	m, err := testenv.StartMariaDB(testenv.MariaDBOptions{})
@@ -596,17 +573,28 @@ func newCrossEnv(t *testing.T, name, myDB, pgDB string, pgIsSource bool) *myEnv 
 		testenv.SkipOrFail(t, err)
 	}
 	t.Cleanup(func() { m.Stop() })
-	pg := testenv.RequirePostgres(t)
 	ctx := context.Background()
-	if err := m.CreateDB(ctx, myDB); err != nil {
+	if err := m.CreateDB(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"CREATE USER 'app'@'%' IDENTIFIED BY 'app'", "GRANT SELECT, INSERT, UPDATE, DELETE ON `" + myDB + "`.* TO 'app'@'%'"} {
+	for _, q := range []string{
+		"CREATE USER 'app'@'%' IDENTIFIED BY 'app'",
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON `" + db + "`.* TO 'app'@'%'",
+	} {
 		if err := m.Exec(ctx, q); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	pgDSN, err := pg.CreateDB(ctx, pgDB)
+	return m
+}
+
+// newCrossEnv is a cutover test between a MariaDB server of its own, holding database myDB and
+// an application account, and a new PostgreSQL database pgDB: the source when pgIsSource, else
+// the target (whose tables are then in the schema named myDB).
+func newCrossEnv(t *testing.T, name, myDB, pgDB string, pgIsSource bool) *myEnv {
+	t.Helper()
+	m := appServer(t, myDB)
+	pgDSN, err := testenv.RequirePostgres(t).CreateDB(context.Background(), pgDB)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,9 +92,11 @@ func (s *mysqlSink) state(fn func(c *client.Conn) error) error {
 	return fn(s.conn)
 }
 
-// side names where the sink writes, for messages.
-func (s *mysqlSink) side() string {
-	if s.streamName() == reverse {
+func (s *mysqlSink) side() string { return sideOf(s.streamName()) }
+
+// sideOf names, for messages, the server a stream of direction dir writes to.
+func sideOf(dir string) string {
+	if dir == reverse {
 		return "old source"
 	}
 	return "target"
@@ -428,13 +430,7 @@ func (s *pgSink) withStore(ctx context.Context, fn func(st *state.Store) error) 
 	return fn(st)
 }
 
-// side names where the sink writes, for messages.
-func (s *pgSink) side() string {
-	if s.streamName() == reverse {
-		return "old source"
-	}
-	return "target"
-}
+func (s *pgSink) side() string { return sideOf(s.streamName()) }
 
 func (s *pgSink) open(ctx context.Context) error {
 	pool, err := pgxpool.New(ctx, s.dsn)
@@ -711,10 +707,11 @@ func fillUnchanged(row, old []cdc.Value) []cdc.Value {
 	return out
 }
 
-// toBytea writes MySQL binary values in bytea's hex input form.
+// toBytea writes MySQL binary values in bytea's hex input form. Without cols it returns row
+// itself, uncopied.
 func toBytea(row []cdc.Value, cols []int) []cdc.Value {
-	if row == nil {
-		return nil
+	if row == nil || len(cols) == 0 {
+		return row
 	}
 	out := append([]cdc.Value(nil), row...)
 	for _, i := range cols {
@@ -728,8 +725,9 @@ func toBytea(row []cdc.Value, cols []int) []cdc.Value {
 	return out
 }
 
-// rowFunc rewrites a row's values for a target of another engine. It returns a new slice and
-// leaves its argument alone: a snapshot chunk may be emitted twice, after a replay.
+// rowFunc rewrites a row's values for a target of another engine. It leaves its argument alone
+// (a snapshot chunk may be written twice, after a replay): it returns a new slice, or the row
+// itself when nothing in it changes.
 type rowFunc func(row []cdc.Value) ([]cdc.Value, error)
 
 // mapWriter rewrites the rows of the tables in rows before the target writes them: PostgreSQL

@@ -180,19 +180,11 @@ func (s *mysqlSource) stream(ctx context.Context, resume string) (sourceStream, 
 		Addr: s.addr, ServerID: id, Tables: s.tableList(), Resume: pos,
 		Heartbeat: d.cfg.Stream.HeartbeatInterval.Duration(),
 		OnChange:  d.m.ChangesReceived.WithLabelValues(dir).Inc,
-		WritesTo:  writesTo(dir),
+		WritesTo:  "the " + sideOf(dir),
 		Log:       d.log.Named("stream").With(zap.String("direction", dir)),
 	})
 	d.log.Info("streaming", zap.String("direction", dir), zap.String("from", pos.String()), zap.String("flavor", flavor))
 	return &mysqlStream{s: st, src: src, hb: hb, name: d.cfg.Name}, nil
-}
-
-// writesTo names, for messages, where a stream of direction dir applies its changes.
-func writesTo(dir string) string {
-	if dir == reverse {
-		return "the old source (which the reverse stream writes to)"
-	}
-	return "the target"
 }
 
 type mysqlStream struct {

@@ -734,6 +734,36 @@ func newLiveCross(t *testing.T, db string, ddl ...string) *liveCross {
 	return l
 }
 
+// liveWrite is a write the test's "stream" copies to the target: the seq-th, to key id.
+type liveWrite struct {
+	seq int64
+	id  int
+	at  time.Time
+}
+
+// stream copies each write's row, as it is on the source then, into the first table on the
+// target 20 ms after the write, in order, and records the last seq copied in applied.
+func (l *liveCross) stream(t *testing.T, writes <-chan liveWrite, applied *atomic.Int64) {
+	src, dst := l.tables[0].Source, l.tables[0].Target
+	del := "DELETE FROM " + pgx.Identifier{dst.ID.Schema, dst.ID.Name}.Sanitize() + " WHERE id = $1"
+	for w := range writes {
+		time.Sleep(time.Until(w.at.Add(20 * time.Millisecond)))
+		got, err := l.srcRows.Lookup(context.Background(), src, [][]string{{fmt.Sprint(w.id)}})
+		if err == nil {
+			if got[0] == nil {
+				_, err = l.pool.Exec(context.Background(), del, w.id)
+			} else {
+				err = upsertPG(context.Background(), l.pool, dst, mysqlToPGRows(got, src))
+			}
+		}
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		applied.Store(w.seq)
+	}
+}
+
 // TestCrossLiveWrites verifies MariaDB → PostgreSQL while a writer changes the source and a
 // lagging "stream" copies each changed row to the target some milliseconds later. A
 // WaitCaughtUp that really waits for that stream must leave every run clean.
@@ -742,22 +772,15 @@ func TestCrossLiveWrites(t *testing.T) {
 		"CREATE TABLE hot (id INT NOT NULL PRIMARY KEY, v INT NOT NULL, b VARBINARY(8), at TIMESTAMP(6) NULL)",
 		"INSERT INTO hot WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000) "+
 			"SELECT i, 0, UNHEX(HEX(i)), NOW(6) FROM s")
-	src, srcRows, dstRows, pool, tables := l.src, l.srcRows, l.dstRows, l.pool, l.tables
-	hot, hotPG := tables[0].Source, tables[0].Target
+	src, srcRows, dstRows, tables := l.src, l.srcRows, l.dstRows, l.tables
 
 	// The writer counts each write once committed, under mu, so that WaitCaughtUp sees every
 	// write committed before it was called. The stream applies writes in order, each a delay
 	// after it was made, by copying the row's current state on the source.
-	const delay = 20 * time.Millisecond
-	type write struct {
-		seq int64
-		id  int
-		at  time.Time
-	}
 	var mu sync.Mutex
 	var written int64
 	var applied atomic.Int64
-	writes := make(chan write, 1<<16)
+	writes := make(chan liveWrite, 1<<16)
 	ctx, stop := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -775,7 +798,7 @@ func TestCrossLiveWrites(t *testing.T) {
 			_, err := src.Execute(fmt.Sprintf(stmts[rand.IntN(len(stmts))], id))
 			if err == nil {
 				written++
-				writes <- write{seq: written, id: id, at: time.Now()}
+				writes <- liveWrite{seq: written, id: id, at: time.Now()}
 			}
 			mu.Unlock()
 			if err != nil {
@@ -787,23 +810,7 @@ func TestCrossLiveWrites(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		for w := range writes {
-			time.Sleep(time.Until(w.at.Add(delay)))
-			got, err := srcRows.Lookup(context.Background(), hot, [][]string{{fmt.Sprint(w.id)}})
-			if err == nil {
-				if got[0] == nil {
-					_, err = pool.Exec(context.Background(), `DELETE FROM cross_live.hot WHERE id = $1`, w.id)
-				} else {
-					rows := mysqlToPGRows(got, hot)
-					err = upsertPG(context.Background(), pool, hotPG, rows)
-				}
-			}
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			applied.Store(w.seq)
-		}
+		l.stream(t, writes, &applied)
 	}()
 	defer func() { stop(); wg.Wait() }()
 
@@ -856,16 +863,10 @@ func TestCrossHotRow(t *testing.T) {
 		"CREATE DATABASE IF NOT EXISTS cross_hot_pos",
 		"CREATE OR REPLACE TABLE cross_hot_pos.pos (id INT PRIMARY KEY, n BIGINT NOT NULL)",
 		"INSERT INTO cross_hot_pos.pos VALUES (1, 0)")
-	srcAddr, srcRows, dstRows, pool, tables := l.addr, l.srcRows, l.dstRows, l.pool, l.tables
-	hot, hotPG := tables[0].Source, tables[0].Target
+	srcAddr, srcRows, dstRows, tables := l.addr, l.srcRows, l.dstRows, l.tables
 
-	const delay = 20 * time.Millisecond
-	type write struct {
-		seq int64
-		at  time.Time
-	}
 	var applied atomic.Int64
-	writes := make(chan write, 1<<16)
+	writes := make(chan liveWrite, 1<<16)
 	ctx, stop := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -900,23 +901,12 @@ func TestCrossHotRow(t *testing.T) {
 				}
 				return
 			}
-			writes <- write{seq: n, at: time.Now()}
+			writes <- liveWrite{seq: n, id: 7, at: time.Now()}
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		for w := range writes {
-			time.Sleep(time.Until(w.at.Add(delay)))
-			got, err := srcRows.Lookup(context.Background(), hot, [][]string{{"7"}})
-			if err == nil {
-				err = upsertPG(context.Background(), pool, hotPG, mysqlToPGRows(got, hot))
-			}
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			applied.Store(w.seq)
-		}
+		l.stream(t, writes, &applied)
 	}()
 	defer func() { stop(); wg.Wait() }()
 
