@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -33,6 +34,9 @@ func newMigration(dir, logDir, name, src, dst string, workers int) (*migration, 
 // newEngineMigration writes the config file for a migration between the given engines into dir,
 // in the format the cmd/migrated test harness uses; everything not named here keeps migrated's
 // defaults.
+// applyWorkers overrides migrated's apply.workers in every migration the bench runs.
+var applyWorkers = flag.Int("apply-workers", 0, "migrated's apply.workers (0: migrated's default)")
+
 func newEngineMigration(dir, logDir, name, srcEngine, src, dstEngine, dst string, workers int) (*migration, error) {
 	port, err := testenv.FreePort()
 	if err != nil {
@@ -57,6 +61,9 @@ log:
   level: info
   format: json
 `, name, srcEngine, src, dstEngine, dst, workers, m.listen)
+	if *applyWorkers > 0 {
+		cfg += fmt.Sprintf("apply:\n  workers: %d\n", *applyWorkers)
+	}
 	os.Remove(m.logPath)
 	return m, os.WriteFile(m.config, []byte(cfg), 0o600)
 }

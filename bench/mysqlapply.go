@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/migrated/migrated/internal/testenv"
@@ -23,6 +27,36 @@ type myApplyResults struct {
 	// migStatements is how many statements the target server executed while migrated caught
 	// up (its Questions counter): the round trips migrated needed for the backlog.
 	migStatements int64
+	// The CPU the servers used while each caught up: the source sending its binlog, and the
+	// server applying (migrated's target, or the replica).
+	migSrcCPU, migDstCPU, nativeSrcCPU, nativeDstCPU time.Duration
+}
+
+// procCPU is the user and system CPU a process has used so far (0 when it cannot be read).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.
+const clockTicks = 100
+
+// serverCPU measures the CPU of the source and the applying server while fn runs.
+func serverCPU(src, dst *testenv.MariaDB, srcCPU, dstCPU *time.Duration, fn func() error) error {
+	s0, d0 := procCPU(src.PID()), procCPU(dst.PID())
+	err := fn()
+	*srcCPU, *dstCPU = procCPU(src.PID())-s0, procCPU(dst.PID())-d0
+	return err
 }
 
 // apply compares a native MariaDB replica with migrated catching up on the same backlog.
@@ -74,7 +108,7 @@ func (m *myBench) apply(ctx context.Context) (*myApplyResults, error) {
 	m.logf("mariadb apply: backlog written in %.1f s, %s of binlog, end position %s", a.written.Seconds(), mb(a.binlogBytes), end)
 
 	if a.mig.err == nil {
-		a.mig.err = m.catchUpMigrated(ctx, end, a)
+		a.mig.err = serverCPU(m.src, m.dst, &a.migSrcCPU, &a.migDstCPU, func() error { return m.catchUpMigrated(ctx, end, a) })
 		if a.mig.err == nil {
 			a.mig.err = m.verifyMyCopy(ctx, m.dst, myMigDB)
 		}
@@ -83,7 +117,7 @@ func (m *myBench) apply(ctx context.Context) (*myApplyResults, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	a.native.err = m.catchUpReplica(ctx, end, &a.native)
+	a.native.err = serverCPU(m.src, m.replica, &a.nativeSrcCPU, &a.nativeDstCPU, func() error { return m.catchUpReplica(ctx, end, &a.native) })
 	if a.native.err == nil {
 		a.native.err = m.verifyMyCopy(ctx, m.replica, sbtestDB)
 	}

@@ -50,8 +50,12 @@ func reportMySQL(r *mysqlResults) string {
 		}
 		row(&w, "migrated", a.mig, note)
 		if a.mig.ok() && a.migStatements > 0 {
-			fmt.Fprintf(&w, "  %-20s %d statements on the target while catching up, %.1f per source transaction (one connection)\n",
+			fmt.Fprintf(&w, "  %-20s %d statements on the target while catching up, %.1f per source transaction\n",
 				"", a.migStatements, float64(a.migStatements)/float64(a.backlog))
+		}
+		if a.mig.ok() && a.native.ok() && a.migDstCPU > 0 {
+			fmt.Fprintf(&w, "  %-20s server CPU while catching up: replica %.1f s (source %.1f s); migrated's target %.1f s (source %.1f s)\n",
+				"", a.nativeDstCPU.Seconds(), a.nativeSrcCPU.Seconds(), a.migDstCPU.Seconds(), a.migSrcCPU.Seconds())
 		}
 	}
 	if p := r.pg; p != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/migrated/migrated/internal/config"
@@ -37,24 +38,32 @@ func main() {
 	os.Exit(profiled(run))
 }
 
-// profiled writes a CPU profile to $MIGRATED_CPUPROFILE while fn runs: a developer's tool for
-// `go tool pprof`, off unless the variable is set.
+// profiled writes a CPU profile to $MIGRATED_CPUPROFILE and an execution trace to
+// $MIGRATED_TRACE while fn runs: developer's tools for `go tool pprof` and `go tool trace`, off
+// unless the variables are set.
 func profiled(fn func() int) int {
-	path := os.Getenv("MIGRATED_CPUPROFILE")
-	if path == "" {
-		return fn()
+	if path := os.Getenv("MIGRATED_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err != nil {
+			fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
+			f.Close()
+		} else {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
-		return fn()
+	if path := os.Getenv("MIGRATED_TRACE"); path != "" {
+		if f, err := os.Create(path); err != nil {
+			fmt.Fprintln(os.Stderr, "migrated: trace:", err)
+		} else if err := trace.Start(f); err != nil {
+			fmt.Fprintln(os.Stderr, "migrated: trace:", err)
+			f.Close()
+		} else {
+			defer f.Close()
+			defer trace.Stop()
+		}
 	}
-	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
-		return fn()
-	}
-	defer pprof.StopCPUProfile()
 	return fn()
 }
 

@@ -76,6 +76,10 @@ type Apply struct {
 	// BatchDelay is the longest a grouped target transaction stays open waiting for more
 	// changes, which bounds the lag added by batching. Default 200ms.
 	BatchDelay Duration `yaml:"batch-delay"`
+	// Workers is how many sessions a MySQL target's batch is written on at the same time,
+	// split by row key (tables whose only unique key is the row key). Default 4, range 1..64.
+	// A PostgreSQL target writes on one session.
+	Workers int `yaml:"workers"`
 }
 
 // Stream tunes the change stream read from the source.
@@ -118,6 +122,7 @@ const (
 	DefaultSplitRows           = 2_000_000
 	DefaultBatchChanges        = 5000
 	DefaultBatchDelay          = 200 * time.Millisecond
+	DefaultApplyWorkers        = 4
 	DefaultHeartbeatInterval   = time.Second
 	DefaultStatusInterval      = time.Second
 	DefaultReconnectMaxBackoff = 30 * time.Second
@@ -137,7 +142,7 @@ const (
 func defaults() Config {
 	return Config{
 		Snapshot: Snapshot{Workers: DefaultWorkers, SplitRows: DefaultSplitRows},
-		Apply:    Apply{BatchChanges: DefaultBatchChanges, BatchDelay: Duration(DefaultBatchDelay)},
+		Apply:    Apply{BatchChanges: DefaultBatchChanges, BatchDelay: Duration(DefaultBatchDelay), Workers: DefaultApplyWorkers},
 		Stream: Stream{
 			HeartbeatInterval:   Duration(DefaultHeartbeatInterval),
 			StatusInterval:      Duration(DefaultStatusInterval),

@@ -65,6 +65,7 @@ snapshot:
 apply:
   batch-changes: 1000
   batch-delay: 50ms
+  workers: 2
 stream:
   heartbeat-interval: 2s
   status-interval: 500ms
@@ -106,7 +107,7 @@ log:
 			Types:          map[string]string{"app.places.location": "bytea", "app.events.tags": "longtext"},
 		},
 		Snapshot: Snapshot{Workers: 8, SplitRows: 500000},
-		Apply:    Apply{BatchChanges: 1000, BatchDelay: Duration(50 * time.Millisecond)},
+		Apply:    Apply{BatchChanges: 1000, BatchDelay: Duration(50 * time.Millisecond), Workers: 2},
 		Stream: Stream{
 			HeartbeatInterval:   Duration(2 * time.Second),
 			StatusInterval:      Duration(500 * time.Millisecond),
@@ -169,6 +170,7 @@ func TestParseDefaults(t *testing.T) {
 		{"snapshot.split-rows", got.Snapshot.SplitRows, int64(2_000_000)},
 		{"apply.batch-changes", got.Apply.BatchChanges, 5000},
 		{"apply.batch-delay", got.Apply.BatchDelay.Duration(), 200 * time.Millisecond},
+		{"apply.workers", got.Apply.Workers, 4},
 		{"stream.heartbeat-interval", got.Stream.HeartbeatInterval.Duration(), time.Second},
 		{"stream.status-interval", got.Stream.StatusInterval.Duration(), time.Second},
 		{"stream.reconnect-max-backoff", got.Stream.ReconnectMaxBackoff.Duration(), 30 * time.Second},

@@ -33,6 +33,7 @@ func (c *Config) validate(p *problems) {
 	}
 	intRange(p, "apply.batch-changes", int64(c.Apply.BatchChanges), 1, 1_000_000)
 	positive(p, "apply.batch-delay", c.Apply.BatchDelay)
+	intRange(p, "apply.workers", int64(c.Apply.Workers), 1, 64)
 
 	if d := c.Stream.HeartbeatInterval.Duration(); d < 100*time.Millisecond || d > time.Hour {
 		p.add("stream.heartbeat-interval", fmt.Sprintf("must be between 100ms and 1h, got %s", d))

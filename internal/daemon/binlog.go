@@ -421,7 +421,7 @@ func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
 		return err
 	}
 	defer stream.close()
-	target, closeTarget, err := l.sink.writer(ctx, l.source, l.source.tableList())
+	target, closeTarget, err := l.sink.writer(ctx, l.source, l.source.tableList(), d.cfg.Apply.Workers)
 	if err != nil {
 		return err
 	}
@@ -509,7 +509,8 @@ func (d *Daemon) copyBinlog(ctx context.Context) error {
 		b.source.openSnapshot,
 		// Each worker writes its chunks on a target session of its own, beside the stream's.
 		func(ctx context.Context) (apply.Writer, func(), error) {
-			return b.sink.writer(ctx, b.source, b.source.tableList())
+			// One session each: the copy workers are the parallelism there.
+			return b.sink.writer(ctx, b.source, b.source.tableList(), 1)
 		},
 		func(rel *cdc.Relation, m cdc.SnapshotMark) {
 			d.mu.Lock()

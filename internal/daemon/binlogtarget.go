@@ -40,7 +40,8 @@ type binlogSink interface {
 	marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, error)
 	// post runs the post-data statements not yet done, recording each.
 	post(ctx context.Context, mig *mysql.Migration) error
-	writer(ctx context.Context, src reconSource, tables []*schema.Table) (apply.Writer, func(), error)
+	// writer opens a writer of changes; a MySQL target spreads batches over lanes sessions.
+	writer(ctx context.Context, src reconSource, tables []*schema.Table, lanes int) (apply.Writer, func(), error)
 	// setPosition records where the sink's stream starts, outside any applied transaction.
 	setPosition(ctx context.Context, pos string) error
 	// dropPosition removes the sink's checkpoint, when its stream is over for good.
@@ -256,20 +257,33 @@ func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
 	return nil
 }
 
-func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*schema.Table) (apply.Writer, func(), error) {
+func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*schema.Table, lanes int) (apply.Writer, func(), error) {
 	unique, err := source.uniqueTables(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	if _, ok := source.(*pgSource); ok {
-		return s.foreignWriter(ctx, tables, unique)
+		return s.foreignWriter(ctx, tables, unique, lanes)
 	}
-	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, s.streamName(), tables)
+	t, err := s.target(ctx, tables, unique, lanes)
 	if err != nil {
 		return nil, nil, err
 	}
-	t.Unfold(unique...)
 	return t, t.Close, nil
+}
+
+// target opens a MySQL writer of the tables, which folds none of unique, on lanes sessions.
+func (s *mysqlSink) target(ctx context.Context, tables []*schema.Table, unique []cdc.TableID, lanes int) (*mysql.Target, error) {
+	t, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, s.streamName(), tables)
+	if err != nil {
+		return nil, err
+	}
+	t.Unfold(unique...)
+	if err := t.Spread(ctx, s.addr, lanes); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
 }
 
 func (s *mysqlSink) setPosition(ctx context.Context, pos string) error {
@@ -345,7 +359,7 @@ func (s *mysqlSink) typeMapWith(c *client.Conn) schema.TypeMap {
 
 // foreignWriter writes PostgreSQL rows into MySQL: values are converted to the MySQL form of
 // each column, and rendered by the MySQL table's own columns.
-func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, unique []cdc.TableID) (apply.Writer, func(), error) {
+func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, unique []cdc.TableID, lanes int) (apply.Writer, func(), error) {
 	var mine []*schema.Table
 	if err := s.state(func(c *client.Conn) (err error) {
 		mine, err = mysql.Tables(c, s.addr.DB, nil)
@@ -384,11 +398,10 @@ func (s *mysqlSink) foreignWriter(ctx context.Context, tables []*schema.Table, u
 		v.ID = t.ID
 		view = append(view, &v)
 	}
-	w, err := mysql.NewTarget(ctx, s.addr, s.d.cfg.Name, s.streamName(), view)
+	w, err := s.target(ctx, view, unique, lanes)
 	if err != nil {
 		return nil, nil, err
 	}
-	w.Unfold(unique...)
 	return &mapWriter{w: w, rows: conv, all: true}, w.Close, nil
 }
 
@@ -614,7 +627,7 @@ func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
 	return nil
 }
 
-func (s *pgSink) writer(ctx context.Context, _ reconSource, tables []*schema.Table) (apply.Writer, func(), error) {
+func (s *pgSink) writer(ctx context.Context, _ reconSource, tables []*schema.Table, _ int) (apply.Writer, func(), error) {
 	t, err := postgres.NewTarget(ctx, s.dsn, s.d.cfg.Name, s.streamName())
 	if err != nil {
 		return nil, nil, err

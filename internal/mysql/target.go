@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -38,7 +39,9 @@ var ErrStateTable = errors.New("a change to migrated's own tables reached the ta
 // SQL literals rendered from their canonical text (see literal.go), so nothing is parsed or
 // rounded on the way.
 type Target struct {
-	conn      *client.Conn
+	// session is the main session: it writes every change but the folded rows of a batch
+	// spread over lanes, and the checkpoint.
+	session
 	db        string
 	migration string
 	stream    string
@@ -47,10 +50,8 @@ type Target struct {
 	shapes map[cdc.TableID]*shape
 	// maxPacket is the target's max_allowed_packet; maxBytes the statement size cap below it.
 	maxPacket, maxBytes int
-	// broken is set once an interrupted statement left the connection unusable.
-	broken bool
-	// stmt and row are buffers kept across transactions.
-	stmt, row []byte
+	// out[0] buffers the main session's statements; out[1:] the extra lanes' (see Spread).
+	out []*sender
 	// foldable holds the tables whose only unique key on the target is the row key: only a
 	// row's last image in a transaction matters for them (see fold).
 	foldable map[cdc.TableID]bool
@@ -66,13 +67,12 @@ func NewTarget(ctx context.Context, a Addr, migration, stream string, tables []*
 	if err != nil {
 		return nil, classify(err)
 	}
-	t := &Target{conn: conn, db: a.DB, migration: migration, stream: stream,
+	t := &Target{session: session{conn: conn}, db: a.DB, migration: migration, stream: stream,
 		tables: ByName(tables), shapes: map[cdc.TableID]*shape{}}
-	for _, q := range []string{"SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"} {
-		if err := t.exec(ctx, q); err != nil {
-			conn.Close()
-			return nil, classify(fmt.Errorf("prepare the target session (%s): %w", q, err))
-		}
+	t.out = []*sender{{t: t, s: &t.session}}
+	if err := t.prepare(ctx, &t.session); err != nil {
+		conn.Close()
+		return nil, err
 	}
 	s, _, err := QueryString(conn, "SELECT @@max_allowed_packet")
 	if err != nil {
@@ -84,10 +84,6 @@ func NewTarget(ctx context.Context, a Addr, migration, stream string, tables []*
 		return nil, fmt.Errorf("the target's max_allowed_packet is %q; set it to at least 16M", s)
 	}
 	t.maxBytes = min(maxStmtBytes, t.maxPacket-packetSlack)
-	if err := t.rowBinlog(ctx); err != nil {
-		conn.Close()
-		return nil, err
-	}
 	if err := EnsureState(conn); err != nil {
 		conn.Close()
 		return nil, classify(err)
@@ -105,6 +101,29 @@ func (t *Target) Unfold(ids ...cdc.TableID) {
 	for _, id := range ids {
 		delete(t.foldable, id)
 	}
+}
+
+// Spread opens n more sessions on the target, the lanes, when n is 2 or more: the folded rows
+// of each batch (see fold) are spread over them by key and written at the same time (see
+// sendFolded), while the main session writes every other change and the checkpoint. n <= 1
+// keeps the one session.
+func (t *Target) Spread(ctx context.Context, a Addr, n int) error {
+	if n <= 1 {
+		return nil
+	}
+	for len(t.out) < n+1 {
+		conn, err := Connect(ctx, a)
+		if err != nil {
+			return classify(fmt.Errorf("open apply lane %d of %d on the target: %w", len(t.out), n, err))
+		}
+		s := &session{conn: conn}
+		if err := t.prepare(ctx, s); err != nil {
+			conn.Close()
+			return err
+		}
+		t.out = append(t.out, &sender{t: t, s: s})
+	}
+	return nil
 }
 
 // foldableTables lists the tables whose target table has no unique key but its primary key,
@@ -130,55 +149,84 @@ func foldableTables(c *client.Conn, db string, tables []*schema.Table) (map[cdc.
 	return out, nil
 }
 
+// prepare sets a target session up for applying: foreign keys unchecked, READ COMMITTED, and
+// row-based binary logging (see rowBinlog).
+func (t *Target) prepare(ctx context.Context, s *session) error {
+	for _, q := range []string{"SET SESSION foreign_key_checks = 0", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"} {
+		if err := s.exec(ctx, q); err != nil {
+			return classify(fmt.Errorf("prepare the target session (%s): %w", q, err))
+		}
+	}
+	return rowBinlog(ctx, s)
+}
+
 // rowBinlog makes a binary-logging target log this session's writes by row: InnoDB refuses
 // statement-based logging under READ COMMITTED (error 1665).
-func (t *Target) rowBinlog(ctx context.Context) error {
-	rows, err := QueryStrings(t.conn, "SELECT @@log_bin, @@binlog_format")
+func rowBinlog(ctx context.Context, s *session) error {
+	rows, err := QueryStrings(s.conn, "SELECT @@log_bin, @@binlog_format")
 	if err != nil {
 		return classify(fmt.Errorf("read the target's binary log settings: %w", err))
 	}
 	if len(rows) != 1 || rows[0][0] == nil || *rows[0][0] == "0" || rows[0][1] == nil || !strings.EqualFold(*rows[0][1], "STATEMENT") {
 		return nil
 	}
-	if err := t.exec(ctx, "SET SESSION binlog_format = 'ROW'"); err != nil {
+	if err := s.exec(ctx, "SET SESSION binlog_format = 'ROW'"); err != nil {
 		return fmt.Errorf("the target logs statements (binlog_format = STATEMENT), which InnoDB refuses under READ COMMITTED, and migrated may not switch its session to ROW (%w); set binlog_format = ROW (or MIXED) on the target, or grant migrated's user BINLOG ADMIN", err)
 	}
 	return nil
 }
 
-// Close closes the connection. An open transaction is rolled back by the server.
-func (t *Target) Close() { t.conn.Close() }
+// Close closes the connections. An open transaction is rolled back by the server.
+func (t *Target) Close() {
+	for _, o := range t.out {
+		o.s.conn.Close()
+	}
+}
 
-// Begin opens a target transaction.
+// Begin opens a target transaction. The lanes' transactions open when rows are first sent
+// on them.
 func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
-	if t.broken {
-		return nil, &apply.TransientError{Err: errors.New("the target connection was interrupted; reconnect")}
+	for _, o := range t.out {
+		if o.s.broken {
+			return nil, &apply.TransientError{Err: errors.New("the target connection was interrupted; reconnect")}
+		}
 	}
 	if err := t.exec(ctx, "START TRANSACTION"); err != nil {
 		return nil, classify(fmt.Errorf("begin target transaction: %w", err))
 	}
-	return &targetTxn{t: t, stmt: t.stmt[:0]}, nil
+	for _, o := range t.out {
+		o.reset()
+	}
+	t.out[0].began = true
+	return &targetTxn{t: t}, nil
+}
+
+// session is one connection to the target.
+type session struct {
+	conn *client.Conn
+	// broken is set once an interrupted statement left the connection unusable.
+	broken bool
 }
 
 // exec runs one statement. The client library takes no context, so a done ctx interrupts the
 // statement by expiring the connection's deadline, which leaves the connection unusable; the
 // server then rolls the open transaction back.
-func (t *Target) exec(ctx context.Context, q string) error {
+func (s *session) exec(ctx context.Context, q string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = t.conn.SetDeadline(time.Now()) })
-	r, err := t.conn.Execute(q)
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Now()) })
+	r, err := s.conn.Execute(q)
 	if r != nil {
 		r.Close()
 	}
 	if !stop() {
-		t.broken = true
+		s.broken = true
 		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	}
 	var myErr *mysql.MyError
 	if err != nil && !errors.As(err, &myErr) {
-		t.broken = true // below SQL: the connection is in an unknown state
+		s.broken = true // below SQL: the connection is in an unknown state
 	}
 	return err
 }
@@ -197,12 +245,23 @@ type targetTxn struct {
 	// folded holds the last image of each row changed in foldable tables, not yet sent.
 	folded  map[cdc.TableID]*foldedTable
 	nfolded int
-	// The buffered statement: its table shape and kind, its text so far (without the suffix),
-	// and the rows in it, each with its change, to name the change the target refuses.
+	// serial keeps the folded rows on the main session for the rest of the transaction: a
+	// truncate there holds locks that a lane would wait for.
+	serial bool
+}
+
+// sender buffers one session's multi-row statement: its table shape and kind, its text so far
+// (without the suffix), and the rows in it, each with its change, to name the change the
+// target refuses. Its buffers are kept across transactions.
+type sender struct {
+	t     *Target
+	s     *session
+	began bool // a transaction is open on the session
 	shape *shape
 	kind  stmtKind
 	stmt  []byte
 	rows  []bufferedRow
+	row   []byte // one rendered row
 }
 
 type bufferedRow struct {
@@ -210,54 +269,57 @@ type bufferedRow struct {
 	start, end int // the row's bytes in stmt
 }
 
+func (o *sender) reset() {
+	o.began, o.shape = false, nil
+	o.stmt, o.rows = o.stmt[:0], o.rows[:0]
+}
+
 // Add applies a change idempotently. Inserts and updates are upserts (an update that moved
 // the row to a new key first deletes the old key), deletes are by key. Consecutive changes of
-// the same table and kind share one multi-row statement; any other change first sends it, so
-// the target sees every key's changes in source order.
+// the same table and kind share one multi-row statement, so the target sees every key's
+// changes in source order. Rows of foldable tables are folded (see fold) and sent at the end;
+// the order of writes to different tables does not matter, since foreign keys are not checked.
 func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 	if x.done {
 		return errors.New("apply to a finished target transaction")
 	}
+	main := x.t.out[0]
 	switch c.Op {
 	case cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete:
 		s, err := x.t.shapeOf(c.Relation)
 		if err != nil {
-			return x.refuse(c, nil, err)
+			return refuse(c, nil, err)
 		}
 		if x.t.foldable[c.Relation.Table] {
 			return x.fold(ctx, s, c)
 		}
-		if err := x.sendFolded(ctx); err != nil {
-			return err
-		}
 		switch c.Op {
 		case cdc.OpInsert:
-			return x.push(ctx, s, stmtUpsert, c, c.New)
+			return main.push(ctx, s, stmtUpsert, c, c.New)
 		case cdc.OpUpdate:
 			if old := keyMoved(s, c); old != nil {
-				if err := x.push(ctx, s, stmtDelete, c, old); err != nil {
+				if err := main.push(ctx, s, stmtDelete, c, old); err != nil {
 					return err
 				}
 			}
-			return x.push(ctx, s, stmtUpsert, c, c.New)
+			return main.push(ctx, s, stmtUpsert, c, c.New)
 		default:
 			if c.Old == nil {
-				return x.refuse(c, s, errors.New("a delete without the old row's key"))
+				return refuse(c, s, errors.New("a delete without the old row's key"))
 			}
-			return x.push(ctx, s, stmtDelete, c, c.Old)
+			return main.push(ctx, s, stmtDelete, c, c.Old)
 		}
 	case cdc.OpTruncate:
+		// The folded rows before it must reach the target first.
 		if err := x.sendFolded(ctx); err != nil {
 			return err
 		}
+		x.serial = true
 		return x.truncate(ctx, c)
 	case cdc.OpMark:
-		if err := x.sendFolded(ctx); err != nil {
-			return err
-		}
 		return x.mark(ctx, c)
 	}
-	return x.refuse(c, nil, fmt.Errorf("unknown change op %s", c.Op))
+	return refuse(c, nil, fmt.Errorf("unknown change op %s", c.Op))
 }
 
 // foldedTable is the last image of each row of one table changed in the transaction.
@@ -298,11 +360,11 @@ func (x *targetTxn) fold(ctx context.Context, s *shape, c *cdc.Change) error {
 	}
 	put := func(row []cdc.Value, del bool) error {
 		if len(row) != len(s.cols) {
-			return x.refuse(c, s, fmt.Errorf("the change has %d values for %d columns", len(row), len(s.cols)))
+			return refuse(c, s, fmt.Errorf("the change has %d values for %d columns", len(row), len(s.cols)))
 		}
 		for _, i := range s.key {
 			if row[i].Kind != cdc.ValueText {
-				return x.refuse(c, s, errors.New("a key column has no value"))
+				return refuse(c, s, errors.New("a key column has no value"))
 			}
 		}
 		k := foldKey(row, s.key)
@@ -326,7 +388,7 @@ func (x *targetTxn) fold(ctx context.Context, s *shape, c *cdc.Change) error {
 		err = put(c.New, false)
 	default:
 		if c.Old == nil {
-			return x.refuse(c, s, errors.New("a delete without the old row's key"))
+			return refuse(c, s, errors.New("a delete without the old row's key"))
 		}
 		err = put(c.Old, true)
 	}
@@ -339,31 +401,139 @@ func (x *targetTxn) fold(ctx context.Context, s *shape, c *cdc.Change) error {
 	return nil
 }
 
+// laneRow is one folded row as a lane sends it.
+type laneRow struct {
+	shape *shape
+	kind  stmtKind
+	r     foldedRow
+}
+
 // sendFolded writes the folded rows: per table, the deletes, then the upserts.
+//
+// With lanes (see Spread), each row goes to the lane its key hashes to, and every lane writes
+// its rows in a transaction of its own, committed before sendFolded returns; the main session
+// writes none. No session then waits for another while it holds locks, so a lock one lane
+// waits for (the gap lock of a duplicate-key check, say) is released when the other commits,
+// and a deadlock between two lanes is one the server sees and breaks. The rows committed on
+// the lanes are ahead of the checkpoint until the main session commits: a crash in between
+// leaves them there, and the restart writes them again from the checkpoint, idempotently, so
+// the target converges. Lanes write disjoint rows, so no key's writes are reordered.
 func (x *targetTxn) sendFolded(ctx context.Context) error {
 	if x.nfolded == 0 {
 		return nil
 	}
+	out := x.t.out
+	lanes := len(out) - 1
+	if x.serial {
+		lanes = 0
+	}
+	parts := make([][]laneRow, len(out))
 	for _, ft := range x.folded {
-		for _, del := range []bool{true, false} {
-			kind := stmtUpsert
-			if del {
-				kind = stmtDelete
-			}
+		for _, kind := range []stmtKind{stmtDelete, stmtUpsert} {
 			for _, k := range ft.order {
 				r := ft.last[k]
-				if r.delete != del {
+				if r.delete != (kind == stmtDelete) {
 					continue
 				}
-				if err := x.push(ctx, ft.shape, kind, r.change, r.row); err != nil {
-					return err
+				i := 0
+				if lanes > 0 {
+					i = 1 + laneOf(k, lanes)
 				}
+				parts[i] = append(parts[i], laneRow{shape: ft.shape, kind: kind, r: r})
 			}
 		}
 	}
 	clear(x.folded)
 	x.nfolded = 0
-	return x.flush(ctx)
+	if len(parts[0]) > 0 {
+		// No lanes: the rows go in the main session's transaction.
+		return out[0].send(ctx, parts[0])
+	}
+	return x.t.onLanes(func(i int) bool { return len(parts[i]) > 0 }, func(i int, o *sender) error {
+		return o.round(ctx, parts[i])
+	})
+}
+
+// laneRetries is how many times a lane's round is tried when the server breaks a deadlock
+// or a lock wait times out.
+const laneRetries = 5
+
+// round writes rows in a transaction of the lane's own and commits it, again from the start
+// when the server rolled it back to break a deadlock. On any error the lane is left with no
+// transaction open.
+func (o *sender) round(ctx context.Context, rows []laneRow) error {
+	for attempt := 1; ; attempt++ {
+		err := o.s.exec(ctx, "START TRANSACTION")
+		if err != nil {
+			return classify(fmt.Errorf("begin a lane transaction: %w", err))
+		}
+		o.began = true
+		if err = o.send(ctx, rows); err == nil {
+			if err = o.s.exec(ctx, "COMMIT"); err == nil {
+				o.began = false
+				return nil
+			}
+			err = classify(fmt.Errorf("commit a lane transaction: %w", err))
+		}
+		o.abort(ctx)
+		var myErr *mysql.MyError
+		if attempt == laneRetries || !errors.As(err, &myErr) || (myErr.Code != 1213 && myErr.Code != 1205) {
+			return err
+		}
+	}
+}
+
+// abort rolls the session's open transaction back, best effort: a broken connection has lost
+// it already.
+func (o *sender) abort(ctx context.Context) {
+	o.rows = o.rows[:0]
+	if o.began && !o.s.broken {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = o.s.exec(ctx, "ROLLBACK")
+	}
+	o.began = false
+}
+
+// send writes rows in the session's open transaction.
+func (o *sender) send(ctx context.Context, rows []laneRow) error {
+	for _, lr := range rows {
+		if err := o.push(ctx, lr.shape, lr.kind, lr.r.change, lr.r.row); err != nil {
+			return err
+		}
+	}
+	return o.flush(ctx)
+}
+
+// laneOf spreads fold keys over n lanes (FNV-1a). One key always goes to the same lane.
+func laneOf(k string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(k); i++ {
+		h = (h ^ uint32(k[i])) * 16777619
+	}
+	return int(h % uint32(n))
+}
+
+// onLanes runs fn on every sender that want picks, at the same time, and returns the first
+// error in lane order. The main session's turn runs on the calling goroutine.
+func (t *Target) onLanes(want func(i int) bool, fn func(i int, o *sender) error) error {
+	errs := make([]error, len(t.out))
+	var wg sync.WaitGroup
+	for i := 1; i < len(t.out); i++ {
+		if want(i) {
+			wg.Go(func() { errs[i] = fn(i, t.out[i]) })
+		}
+	}
+	if want(0) {
+		errs[0] = fn(0, t.out[0])
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // byteKey reports whether every key column of t compares by its bytes.
@@ -395,84 +565,83 @@ func foldKey(row []cdc.Value, key []int) string {
 
 // push renders one row into the buffered statement, sending the statement first when the row
 // belongs to another, or would make it too large.
-func (x *targetTxn) push(ctx context.Context, s *shape, kind stmtKind, c *cdc.Change, row []cdc.Value) error {
+func (o *sender) push(ctx context.Context, s *shape, kind stmtKind, c *cdc.Change, row []cdc.Value) error {
 	if len(row) != len(s.cols) {
-		return x.refuse(c, s, fmt.Errorf("the change has %d values for %d columns", len(row), len(s.cols)))
+		return refuse(c, s, fmt.Errorf("the change has %d values for %d columns", len(row), len(s.cols)))
 	}
-	r, err := s.appendRow(x.t.row[:0], kind, row)
-	x.t.row = r
+	r, err := s.appendRow(o.row[:0], kind, row)
+	o.row = r
 	if err != nil {
-		return x.refuse(c, s, err)
+		return refuse(c, s, err)
 	}
 	prefix, suffix := s.sql(kind)
-	if alone := len(prefix) + len(r) + len(suffix); alone > x.t.maxPacket-packetSlack {
-		return x.refuse(c, s, fmt.Errorf("the row needs a %d-byte statement, more than the target's max_allowed_packet (%d); raise max_allowed_packet on the target (SET GLOBAL max_allowed_packet = 1073741824)", alone, x.t.maxPacket))
+	if alone := len(prefix) + len(r) + len(suffix); alone > o.t.maxPacket-packetSlack {
+		return refuse(c, s, fmt.Errorf("the row needs a %d-byte statement, more than the target's max_allowed_packet (%d); raise max_allowed_packet on the target (SET GLOBAL max_allowed_packet = 1073741824)", alone, o.t.maxPacket))
 	}
-	if len(x.rows) > 0 && (x.shape != s || x.kind != kind || len(x.rows) >= maxStmtRows ||
-		len(x.stmt)+1+len(r)+len(suffix) > x.t.maxBytes) {
-		if err := x.flush(ctx); err != nil {
+	if len(o.rows) > 0 && (o.shape != s || o.kind != kind || len(o.rows) >= maxStmtRows ||
+		len(o.stmt)+1+len(r)+len(suffix) > o.t.maxBytes) {
+		if err := o.flush(ctx); err != nil {
 			return err
 		}
 	}
-	if len(x.rows) == 0 {
-		x.shape, x.kind = s, kind
-		x.stmt = append(x.stmt[:0], prefix...)
+	if len(o.rows) == 0 {
+		o.shape, o.kind = s, kind
+		o.stmt = append(o.stmt[:0], prefix...)
 	} else {
-		x.stmt = append(x.stmt, ',')
+		o.stmt = append(o.stmt, ',')
 	}
-	start := len(x.stmt)
-	x.stmt = append(x.stmt, r...)
-	x.rows = append(x.rows, bufferedRow{change: c, start: start, end: len(x.stmt)})
+	start := len(o.stmt)
+	o.stmt = append(o.stmt, r...)
+	o.rows = append(o.rows, bufferedRow{change: c, start: start, end: len(o.stmt)})
 	return nil
 }
 
 // flush sends the buffered statement.
-func (x *targetTxn) flush(ctx context.Context) error {
-	if len(x.rows) == 0 {
+func (o *sender) flush(ctx context.Context) error {
+	if len(o.rows) == 0 {
 		return nil
 	}
-	prefix, suffix := x.shape.sql(x.kind)
-	if len(x.rows) == 1 {
-		x.stmt = x.shape.onePlan(x.kind, x.stmt, x.rows[0].start, x.rows[0].end)
+	prefix, suffix := o.shape.sql(o.kind)
+	if len(o.rows) == 1 {
+		o.stmt = o.shape.onePlan(o.kind, o.stmt, o.rows[0].start, o.rows[0].end)
 	}
-	x.stmt = append(x.stmt, suffix...)
-	err := x.t.exec(ctx, string(x.stmt))
-	rows := x.rows
-	x.rows = x.rows[:0]
-	x.t.stmt = x.stmt[:0]
+	o.stmt = append(o.stmt, suffix...)
+	err := o.s.exec(ctx, string(o.stmt))
+	rows := o.rows
+	o.rows = o.rows[:0]
 	if err == nil {
 		return nil
 	}
 	var myErr *mysql.MyError
 	if len(rows) == 1 || !errors.As(err, &myErr) || apply.IsTransient(classify(err)) {
-		return x.changeError(rows[0].change, x.shape, err)
+		return changeError(rows[0].change, o.shape, err)
 	}
 	// A failed statement is rolled back as a whole while the transaction stays open, so the
 	// rows are sent again one at a time, in order, to name the change the target refuses.
 	var one []byte
 	for _, r := range rows {
-		one = append(append(one[:0], prefix...), x.stmt[r.start:r.end]...)
-		one = append(x.shape.onePlan(x.kind, one, len(prefix), len(one)), suffix...)
-		if rerr := x.t.exec(ctx, string(one)); rerr != nil {
-			return x.changeError(r.change, x.shape, rerr)
+		one = append(append(one[:0], prefix...), o.stmt[r.start:r.end]...)
+		one = append(o.shape.onePlan(o.kind, one, len(prefix), len(one)), suffix...)
+		if rerr := o.s.exec(ctx, string(one)); rerr != nil {
+			return changeError(r.change, o.shape, rerr)
 		}
 	}
-	return x.changeError(rows[0].change, x.shape, err)
+	return changeError(rows[0].change, o.shape, err)
 }
 
 // truncate empties tables with DELETE: TRUNCATE TABLE commits the open transaction
 // implicitly, which would make the rows before it durable without their checkpoint.
 func (x *targetTxn) truncate(ctx context.Context, c *cdc.Change) error {
-	if err := x.flush(ctx); err != nil {
+	if err := x.t.out[0].flush(ctx); err != nil {
 		return err
 	}
 	for _, rel := range c.Truncated {
 		s, err := x.t.shapeOf(rel)
 		if err != nil {
-			return x.refuse(c, nil, err)
+			return refuse(c, nil, err)
 		}
 		if err := x.t.exec(ctx, "DELETE FROM "+s.table); err != nil {
-			return x.changeError(c, s, err)
+			return changeError(c, s, err)
 		}
 	}
 	return nil
@@ -481,16 +650,17 @@ func (x *targetTxn) truncate(ctx context.Context, c *cdc.Change) error {
 const markSQL = "INSERT INTO `" + StateDB + "`.`snapshot` (`migration`, `db`, `tbl`, `cursor`, `rows`, `done`) VALUES (%s, %s, %s, %s, %d, %t)" +
 	" ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), `rows` = VALUES(`rows`), `done` = VALUES(`done`)"
 
-// mark records a table's snapshot progress in the transaction that holds the rows it covers.
+// mark records a table's snapshot progress in the transaction that holds the rows it covers
+// (on the lanes, those rows commit before it).
 func (x *targetTxn) mark(ctx context.Context, c *cdc.Change) error {
 	if c.Mark == nil {
-		return x.refuse(c, nil, errors.New("a snapshot mark without its progress"))
+		return refuse(c, nil, errors.New("a snapshot mark without its progress"))
 	}
 	s, err := x.t.shapeOf(c.Relation)
 	if err != nil {
-		return x.refuse(c, nil, err)
+		return refuse(c, nil, err)
 	}
-	if err := x.flush(ctx); err != nil {
+	if err := x.t.out[0].flush(ctx); err != nil {
 		return err
 	}
 	cursor := "NULL"
@@ -500,7 +670,7 @@ func (x *targetTxn) mark(ctx context.Context, c *cdc.Change) error {
 	id := c.Relation.Table
 	q := fmt.Sprintf(markSQL, quoteLiteral(x.t.migration), quoteLiteral(id.Schema), quoteLiteral(id.Name), cursor, c.Mark.Rows, c.Mark.Done)
 	if err := x.t.exec(ctx, q); err != nil {
-		return x.changeError(c, s, fmt.Errorf("record snapshot progress: %w", err))
+		return changeError(c, s, fmt.Errorf("record snapshot progress: %w", err))
 	}
 	return nil
 }
@@ -511,6 +681,9 @@ const progressSQL = "INSERT INTO `" + StateDB + "`.`progress` (`migration`, `str
 
 // Commit writes the checkpoint in the transaction that holds the data up to it, and commits.
 // A zero commitTime keeps the stored one; a nil pos writes no checkpoint (a snapshot chunk).
+//
+// The lanes have committed their rows by then (see sendFolded): the checkpoint never names a
+// row that is not durable.
 func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error {
 	if x.done {
 		return errors.New("commit of a finished target transaction")
@@ -518,7 +691,7 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	if err := x.sendFolded(ctx); err != nil {
 		return err
 	}
-	if err := x.flush(ctx); err != nil {
+	if err := x.t.out[0].flush(ctx); err != nil {
 		return err
 	}
 	if pos != nil {
@@ -534,33 +707,31 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	if err := x.t.exec(ctx, "COMMIT"); err != nil {
 		return classify(fmt.Errorf("commit %s: %w", apply.CommitWhat(pos), err))
 	}
+	x.t.out[0].began = false
 	x.done = true
 	return nil
 }
 
-// Rollback rolls the transaction back, best effort: a broken connection has lost it already.
+// Rollback rolls the open transactions back, best effort: a broken connection has lost its
+// transaction already.
 func (x *targetTxn) Rollback(ctx context.Context) {
 	if x.done {
 		return
 	}
 	x.done = true
-	x.rows = x.rows[:0]
-	if x.t.broken {
-		return
+	for _, o := range x.t.out {
+		o.abort(ctx)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_ = x.t.exec(ctx, "ROLLBACK")
 }
 
 // refuse builds the error for a change that cannot be written at all.
-func (x *targetTxn) refuse(c *cdc.Change, s *shape, err error) error {
-	return &apply.ChangeError{Table: x.tableName(c, s), Op: c.Op.String(), Key: keyOf(c, s), SQLState: "none", Err: err}
+func refuse(c *cdc.Change, s *shape, err error) error {
+	return &apply.ChangeError{Table: tableName(c, s), Op: c.Op.String(), Key: keyOf(c, s), SQLState: "none", Err: err}
 }
 
 // changeError names the change behind a statement the target refused. A transient failure or
 // an interruption is returned as it is: it is no fault of the change.
-func (x *targetTxn) changeError(c *cdc.Change, s *shape, err error) error {
+func changeError(c *cdc.Change, s *shape, err error) error {
 	err = classify(err)
 	if apply.IsTransient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -570,11 +741,11 @@ func (x *targetTxn) changeError(c *cdc.Change, s *shape, err error) error {
 	if errors.As(err, &myErr) {
 		state = myErr.State
 	}
-	return &apply.ChangeError{Table: x.tableName(c, s), Op: c.Op.String(), Key: keyOf(c, s), SQLState: state, Err: err}
+	return &apply.ChangeError{Table: tableName(c, s), Op: c.Op.String(), Key: keyOf(c, s), SQLState: state, Err: err}
 }
 
 // tableName names the target table of a change, or the source table when it has none.
-func (x *targetTxn) tableName(c *cdc.Change, s *shape) string {
+func tableName(c *cdc.Change, s *shape) string {
 	if s != nil {
 		return s.name
 	}

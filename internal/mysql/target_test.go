@@ -193,6 +193,7 @@ func TestShapeSQL(t *testing.T) {
 type targetFixture struct {
 	ctx       context.Context
 	src, dst  string
+	addr      Addr // of the target database
 	migration string
 	srcConn   *client.Conn
 	dstConn   *client.Conn
@@ -229,11 +230,23 @@ func newTargetFixture(t *testing.T, name string, ddl ...string) *targetFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.target, err = NewTarget(ctx, a, f.migration, "forward", f.tables); err != nil {
+	f.addr = a
+	f.target = f.newTarget(t, 1)
+	return f
+}
+
+// newTarget opens another Target on the target database, with lanes sessions.
+func (f *targetFixture) newTarget(t *testing.T, lanes int) *Target {
+	t.Helper()
+	tg, err := NewTarget(f.ctx, f.addr, f.migration, "forward", f.tables)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(f.target.Close)
-	return f
+	t.Cleanup(tg.Close)
+	if err := tg.Spread(f.ctx, f.addr, lanes); err != nil {
+		t.Fatal(err)
+	}
+	return tg
 }
 
 func dialTestDB(t *testing.T, m *testenv.MariaDB, db string) *client.Conn {
@@ -762,35 +775,8 @@ func TestTargetFolding(t *testing.T) {
 	if !f.target.foldable[kv.Table] {
 		t.Fatal("kv is not foldable")
 	}
-	r := rand.New(rand.NewPCG(1, 2))
 	model := map[int]string{}
-	var batch []*cdc.Change
-	for i := range 3000 {
-		k := r.IntN(200)
-		v := fmt.Sprint("v", i)
-		_, exists := model[k]
-		switch op := r.IntN(4); {
-		case !exists:
-			model[k] = v
-			batch = append(batch, kvChange(kv, cdc.OpInsert, fmt.Sprint(k), v))
-		case op == 0:
-			delete(model, k)
-			batch = append(batch, kvChange(kv, cdc.OpDelete, fmt.Sprint(k), ""))
-		case op == 1:
-			n := 200 + r.IntN(200)
-			if _, taken := model[n]; taken {
-				continue
-			}
-			delete(model, k)
-			model[n] = v
-			c := kvChange(kv, cdc.OpUpdate, fmt.Sprint(n), v)
-			c.Old = textValues(fmt.Sprint(k), "", "0")
-			batch = append(batch, c)
-		default:
-			model[k] = v
-			batch = append(batch, kvChange(kv, cdc.OpUpdate, fmt.Sprint(k), v))
-		}
-	}
+	batch := kvWorkload(rand.New(rand.NewPCG(1, 2)), kv, model, 3000, 200)
 	count := func(what string) int {
 		rows, err := QueryStrings(f.target.conn, "SHOW SESSION STATUS LIKE '"+what+"'")
 		if err != nil || len(rows) != 1 {
@@ -809,16 +795,60 @@ func TestTargetFolding(t *testing.T) {
 	if got := count("Com_delete") - deletes; got > 1 {
 		t.Errorf("%d changes took %d DELETE statements, want at most 1", len(batch), got)
 	}
+	if got, want := f.kvRows(t), modelRows(model); !slices.Equal(got, want) {
+		t.Errorf("folded batch left %d rows, applying one by one leaves %d", len(got), len(want))
+	}
+}
+
+// kvWorkload makes n random changes to kv over keys below keys (moved keys go up to twice
+// that): inserts, updates, deletes and key changes, applied to model as they are made.
+func kvWorkload(r *rand.Rand, kv *cdc.Relation, model map[int]string, n, keys int) []*cdc.Change {
+	var batch []*cdc.Change
+	for i := range n {
+		k := r.IntN(keys)
+		v := fmt.Sprint("v", i)
+		_, exists := model[k]
+		switch op := r.IntN(4); {
+		case !exists:
+			model[k] = v
+			batch = append(batch, kvChange(kv, cdc.OpInsert, fmt.Sprint(k), v))
+		case op == 0:
+			delete(model, k)
+			batch = append(batch, kvChange(kv, cdc.OpDelete, fmt.Sprint(k), ""))
+		case op == 1:
+			n := keys + r.IntN(keys)
+			if _, taken := model[n]; taken {
+				continue
+			}
+			delete(model, k)
+			model[n] = v
+			c := kvChange(kv, cdc.OpUpdate, fmt.Sprint(n), v)
+			c.Old = textValues(fmt.Sprint(k), "", "0")
+			batch = append(batch, c)
+		default:
+			model[k] = v
+			batch = append(batch, kvChange(kv, cdc.OpUpdate, fmt.Sprint(k), v))
+		}
+	}
+	return batch
+}
+
+// kvRows returns kv's rows on the target as `"id" "v"`, sorted.
+func (f *targetFixture) kvRows(t *testing.T) []string {
+	t.Helper()
+	got := f.dump(t, "SELECT id, v FROM kv")
+	slices.Sort(got)
+	return got
+}
+
+// modelRows renders a kv model as kvRows does.
+func modelRows(model map[int]string) []string {
 	var want []string
 	for k, v := range model {
 		want = append(want, fmt.Sprintf("%q %q", fmt.Sprint(k), v))
 	}
-	got := f.dump(t, "SELECT id, v FROM kv")
 	slices.Sort(want)
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
-		t.Errorf("folded batch left %d rows, applying one by one leaves %d", len(got), len(want))
-	}
+	return want
 }
 
 // TestOneRowDeleteUsesKey checks on the real server that the statement a one-row delete of a

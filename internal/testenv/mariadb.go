@@ -259,6 +259,14 @@ func (m *MariaDB) Password() string { return m.password }
 // ServerID returns the server's server_id. Replication clients must use a different one.
 func (m *MariaDB) ServerID() uint32 { return m.serverID }
 
+// PID returns the server process's id, or 0 for an external server.
+func (m *MariaDB) PID() int {
+	if m.srv == nil || m.srv.cmd.Process == nil {
+		return 0
+	}
+	return m.srv.cmd.Process.Pid
+}
+
 // Dir returns the temp dir holding data/, mariadbd.log and the Unix socket ("" if external).
 func (m *MariaDB) Dir() string { return m.dir }
 
