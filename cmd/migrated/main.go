@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -42,29 +43,27 @@ func main() {
 // $MIGRATED_TRACE while fn runs: developer's tools for `go tool pprof` and `go tool trace`, off
 // unless the variables are set.
 func profiled(fn func() int) int {
-	if path := os.Getenv("MIGRATED_CPUPROFILE"); path != "" {
-		if f, err := os.Create(path); err != nil {
-			fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
-		} else if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "migrated: cpu profile:", err)
-			f.Close()
-		} else {
-			defer f.Close()
-			defer pprof.StopCPUProfile()
-		}
-	}
-	if path := os.Getenv("MIGRATED_TRACE"); path != "" {
-		if f, err := os.Create(path); err != nil {
-			fmt.Fprintln(os.Stderr, "migrated: trace:", err)
-		} else if err := trace.Start(f); err != nil {
-			fmt.Fprintln(os.Stderr, "migrated: trace:", err)
-			f.Close()
-		} else {
-			defer f.Close()
-			defer trace.Stop()
-		}
-	}
+	defer devTool("MIGRATED_CPUPROFILE", "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile)()
+	defer devTool("MIGRATED_TRACE", "trace", trace.Start, trace.Stop)()
 	return fn()
+}
+
+// devTool starts writing a profile or trace to the file that $env names, if set, and returns
+// the function that ends it.
+func devTool(env, what string, start func(io.Writer) error, stop func()) (end func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = start(f); err == nil {
+			return func() { stop(); f.Close() }
+		}
+		f.Close()
+	}
+	fmt.Fprintf(os.Stderr, "migrated: %s: %v\n", what, err)
+	return func() {}
 }
 
 func run() int {
