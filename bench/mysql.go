@@ -403,8 +403,9 @@ func gtidContains(have, want string) bool {
 	return h.Contain(w)
 }
 
-// settle flushes the server's dirty pages, so that a run does not pay for the writes of the
-// one before (the MariaDB counterpart of the PostgreSQL parts' CHECKPOINT).
+// settle flushes the server's dirty pages and waits for the purge of old row versions, so that
+// a run does not pay for the writes of the one before (the MariaDB counterpart of the
+// PostgreSQL parts' CHECKPOINT).
 func settle(ctx context.Context, s *testenv.MariaDB) error {
 	if err := myExec(ctx, s, "SET GLOBAL innodb_io_capacity_max = 40000", "SET GLOBAL innodb_io_capacity = 20000",
 		"SET GLOBAL innodb_max_dirty_pages_pct = 0"); err != nil {
@@ -415,12 +416,21 @@ func settle(ctx context.Context, s *testenv.MariaDB) error {
 		"SET GLOBAL innodb_io_capacity_max = "+mariadbSettings["innodb_io_capacity_max"])
 	p := &myPoller{s: s}
 	defer p.close()
-	err := waitUntil(ctx, "dirty pages to be flushed", 3*time.Minute, nil, func() bool {
-		v, ok := p.value(ctx, "SELECT variable_value FROM information_schema.global_status WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'")
-		var n int
-		fmt.Sscan(v, &n)
-		return ok && n < 100
-	})
+	below := func(query string, limit int) func() bool {
+		return func() bool {
+			v, ok := p.value(ctx, query)
+			var n int
+			fmt.Sscan(v, &n)
+			return ok && n < limit
+		}
+	}
+	err := waitUntil(ctx, "dirty pages to be flushed", 3*time.Minute, nil,
+		below("SELECT variable_value FROM information_schema.global_status WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'", 100))
+	if err == nil {
+		// And the old row versions of the writes before purged.
+		err = waitUntil(ctx, "the undo history to be purged", 3*time.Minute, nil,
+			below("SELECT count FROM information_schema.INNODB_METRICS WHERE name = 'trx_rseg_history_len'", 1000))
+	}
 	if err != nil && ctx.Err() == nil {
 		return nil // a busy server: go on, the figures will say so
 	}

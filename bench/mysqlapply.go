@@ -107,6 +107,12 @@ func (m *myBench) apply(ctx context.Context) (*myApplyResults, error) {
 	a.binlogBytes = after - before
 	m.logf("mariadb apply: backlog written in %.1f s, %s of binlog, end position %s", a.written.Seconds(), mb(a.binlogBytes), end)
 
+	// Neither applying server may still be busy with the writes of its seeding.
+	for _, srv := range []*testenv.MariaDB{m.dst, m.replica} {
+		if err := settle(ctx, srv); err != nil {
+			return nil, err
+		}
+	}
 	if a.mig.err == nil {
 		a.mig.err = serverCPU(m.src, m.dst, &a.migSrcCPU, &a.migDstCPU, func() error { return m.catchUpMigrated(ctx, end, a) })
 		if a.mig.err == nil {
