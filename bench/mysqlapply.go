@@ -21,9 +21,12 @@ type myApplyResults struct {
 	binlogBytes int64 // source binlog the backlog took
 	written     time.Duration
 	native      result
-	mig         result
-	migRSS      int64
-	migCPU      time.Duration
+	// transfer is how long the source takes to send the backlog's binlog to a client that
+	// applies nothing: a floor for any binlog consumer.
+	transfer result
+	mig      result
+	migRSS   int64
+	migCPU   time.Duration
 	// migStatements is how many statements the target server executed while migrated caught
 	// up (its Questions counter): the round trips migrated needed for the backlog.
 	migStatements int64
@@ -88,6 +91,10 @@ func (m *myBench) apply(ctx context.Context) (*myApplyResults, error) {
 	if err != nil {
 		return nil, err
 	}
+	startFile, startPos, err := masterStatus(ctx, m.src)
+	if err != nil {
+		return nil, err
+	}
 	m.logf("mariadb apply: backlog of %d oltp_write_only transactions", a.backlog)
 	a.written, err = timed(func() error {
 		return runTool(ctx, "sysbench", m.sysbenchArgs("oltp_write_only", "run", a.threads,
@@ -107,6 +114,9 @@ func (m *myBench) apply(ctx context.Context) (*myApplyResults, error) {
 	a.binlogBytes = after - before
 	m.logf("mariadb apply: backlog written in %.1f s, %s of binlog, end position %s", a.written.Seconds(), mb(a.binlogBytes), end)
 
+	if a.transfer.err = m.transferOnly(ctx, startFile, startPos, &a.transfer); a.transfer.err != nil {
+		m.logf("mariadb apply: binlog transfer only: FAILED: %v", a.transfer.err)
+	}
 	// Neither applying server may still be busy with the writes of its seeding.
 	for _, srv := range []*testenv.MariaDB{m.dst, m.replica} {
 		if err := settle(ctx, srv); err != nil {
@@ -283,6 +293,47 @@ func (m *myBench) catchUpReplica(ctx context.Context, end string, r *result) err
 	}
 	r.d = time.Since(t0)
 	return myExec(ctx, m.replica, "STOP SLAVE")
+}
+
+// masterStatus is the server's current binlog file and offset.
+func masterStatus(ctx context.Context, s *testenv.MariaDB) (string, int64, error) {
+	c, err := myConn(ctx, s, "")
+	if err != nil {
+		return "", 0, err
+	}
+	defer c.Close()
+	r, err := c.Execute("SHOW MASTER STATUS")
+	if err != nil {
+		return "", 0, err
+	}
+	if r.RowNumber() != 1 {
+		return "", 0, errors.New("SHOW MASTER STATUS: the source has no binary log")
+	}
+	file, _ := r.GetStringByName(0, "File")
+	pos, _ := r.GetIntByName(0, "Position")
+	return file, pos, nil
+}
+
+// transferOnly times mariadb-binlog reading the source's binlog from file:pos to its end, raw
+// (written to files, not decoded): the source's dump pace, which the replica's IO thread and
+// migrated's stream are both bound by.
+func (m *myBench) transferOnly(ctx context.Context, file string, pos int64, r *result) error {
+	dir, err := os.MkdirTemp(m.tmp, "binlog-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	m.logf("mariadb apply: binlog transfer only (mariadb-binlog --raw from %s:%d)", file, pos)
+	r.d, err = timed(func() error {
+		return runTool(ctx, "mariadb-binlog", "--read-from-remote-server", "--raw", "--to-last-log",
+			"--host="+m.src.Host(), fmt.Sprintf("--port=%d", m.src.Port()), "--user="+m.src.User(),
+			"--password="+m.src.Password(), fmt.Sprintf("--start-position=%d", pos),
+			"--result-file="+dir+"/", file)
+	})
+	if err == nil {
+		m.logf("mariadb apply: binlog transfer only: %.1f s", r.d.Seconds())
+	}
+	return err
 }
 
 // binlogBytes is the size of all of the server's binary logs.

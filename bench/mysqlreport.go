@@ -53,6 +53,9 @@ func reportMySQL(r *mysqlResults) string {
 			fmt.Fprintf(&w, "  %-20s %d statements on the target while catching up, %.1f per source transaction\n",
 				"", a.migStatements, float64(a.migStatements)/float64(a.backlog))
 		}
+		if a.transfer.ok() {
+			row(&w, "binlog transfer only", a.transfer, perSec(a.transfer)+"   (mariadb-binlog --raw, applying nothing: the source's pace of sending, a floor for any binlog consumer)")
+		}
 		if a.mig.ok() && a.native.ok() && a.migDstCPU > 0 {
 			fmt.Fprintf(&w, "  %-20s server CPU while catching up: replica %.1f s (source %.1f s); migrated's target %.1f s (source %.1f s)\n",
 				"", a.nativeDstCPU.Seconds(), a.nativeSrcCPU.Seconds(), a.migDstCPU.Seconds(), a.migSrcCPU.Seconds())
