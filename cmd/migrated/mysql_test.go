@@ -392,6 +392,30 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	d.kill()
 	t.Log("killed during the snapshot")
 
+	// A unique key added by hand on the target to a table not yet copied stops the copy, named.
+	dst := e.conn(e.dstDB)
+	r, err := dst.Execute("SELECT count(*) FROM `_migrated`.`snapshot` WHERE tbl = 'ledger' AND done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.GetInt(0, 0); n > 0 {
+		t.Log("ledger was copied before the kill: the unique key check is not exercised")
+	} else {
+		e.mustExec(dst, "ALTER TABLE ledger ADD UNIQUE KEY by_hand (id, amount)")
+		d = e.start()
+		e.waitFor(d, "the failed phase", time.Minute, func() bool { return e.phase() == "failed" })
+		st, _ := e.status()
+		msg, _ := st["error"].(string)
+		for _, want := range []string{"ledger (by_hand)", "Drop them on the target", "restart migrated"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("status error lacks %q: %s", want, msg)
+			}
+		}
+		d.kill()
+		e.mustExec(dst, "ALTER TABLE ledger DROP KEY by_hand")
+	}
+	dst.Close()
+
 	d = e.start()
 	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })
 	time.Sleep(time.Second)
@@ -407,7 +431,7 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
 		t.Errorf("verify: %s", out)
 	}
-	dst := e.conn(e.dstDB)
+	dst = e.conn(e.dstDB)
 	e.mustExec(dst, "UPDATE every_type SET vc = 'changed' WHERE id = 2")
 	out, code := e.cli("verify", "--wait")
 	if code == 0 || !strings.Contains(out, "different") || !strings.Contains(out, "every_type") {

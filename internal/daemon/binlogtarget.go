@@ -51,6 +51,9 @@ type binlogSink interface {
 	loadVerify(ctx context.Context) (verify.Result, bool, error)
 	// isOpen tells whether open has run, and close not since.
 	isOpen() bool
+	// extraUnique lists the unique keys besides the row key that the target holds on tables,
+	// keyed by source table.
+	extraUnique(ctx context.Context, tables []*schema.Table) (map[cdc.TableID][]string, error)
 }
 
 // mysqlSink is a MySQL or MariaDB target: the migration's target, or the old source the
@@ -131,6 +134,23 @@ func (s *mysqlSink) isOpen() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conn != nil
+}
+
+func (s *mysqlSink) extraUnique(_ context.Context, tables []*schema.Table) (map[cdc.TableID][]string, error) {
+	var keys map[string][]string
+	if err := s.state(func(c *client.Conn) (err error) {
+		keys, err = mysql.ExtraUniqueKeys(c, s.addr.DB)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	out := map[cdc.TableID][]string{}
+	for _, t := range tables {
+		if k := keys[t.ID.Name]; len(k) > 0 {
+			out[t.ID] = k
+		}
+	}
+	return out, nil
 }
 
 func (s *mysqlSink) dropPosition(ctx context.Context) error {
@@ -474,6 +494,20 @@ const crossVerifySQL = `CREATE TABLE IF NOT EXISTS _migrated.cross_verify (migra
 
 func (s *pgSink) setPosition(ctx context.Context, pos string) error {
 	return s.withStore(ctx, func(st *state.Store) error { return st.SetPosition(ctx, s.streamName(), pos) })
+}
+
+func (s *pgSink) extraUnique(ctx context.Context, tables []*schema.Table) (map[cdc.TableID][]string, error) {
+	keys, err := postgres.ExtraUniqueKeys(ctx, s.pool)
+	if err != nil {
+		return nil, err
+	}
+	out := map[cdc.TableID][]string{}
+	for _, t := range tables {
+		if k := keys[t.ID]; len(k) > 0 {
+			out[t.ID] = k
+		}
+	}
+	return out, nil
 }
 
 func (s *pgSink) dropPosition(ctx context.Context) error {

@@ -250,3 +250,17 @@ func Indexes(c *client.Conn, db string) (map[cdc.TableID][]schema.Index, error) 
 	}
 	return out, nil
 }
+
+// ExtraUniqueKeys lists, per table of database db, the unique keys besides the primary key.
+func ExtraUniqueKeys(c *client.Conn, db string) (map[string][]string, error) {
+	rows, err := QueryStrings(c, "SELECT DISTINCT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS "+
+		"WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY' ORDER BY TABLE_NAME, INDEX_NAME", db)
+	if err != nil {
+		return nil, fmt.Errorf("read the unique keys of %s: %w", db, err)
+	}
+	out := map[string][]string{}
+	for _, r := range rows {
+		out[*r[0]] = append(out[*r[0]], *r[1])
+	}
+	return out, nil
+}

@@ -155,3 +155,29 @@ func Schemas(tables []*schema.Table) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ExtraUniqueKeys lists, per table, the unique indexes besides the primary key (unique
+// constraints included).
+func ExtraUniqueKeys(ctx context.Context, q querier) (map[cdc.TableID][]string, error) {
+	rows, err := q.Query(ctx, `SELECT n.nspname, c.relname, i.relname
+FROM pg_index x
+JOIN pg_class c ON c.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class i ON i.oid = x.indexrelid
+WHERE x.indisunique AND NOT x.indisprimary AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY 1, 2, 3`)
+	if err != nil {
+		return nil, fmt.Errorf("read the unique indexes: %w", err)
+	}
+	defer rows.Close()
+	out := map[cdc.TableID][]string{}
+	for rows.Next() {
+		var id cdc.TableID
+		var index string
+		if err := rows.Scan(&id.Schema, &id.Name, &index); err != nil {
+			return nil, err
+		}
+		out[id] = append(out[id], index)
+	}
+	return out, rows.Err()
+}
