@@ -46,8 +46,10 @@ SELECT n.nspname, c.relname, c.relkind = 'p', c.relispartition,
 
 const columnsSQL = `
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attgenerated <> '',
-       pg_get_serial_sequence(format('%I.%I', $1::text, $2::text), a.attname) IS NOT NULL
+       pg_get_serial_sequence(format('%I.%I', $1::text, $2::text), a.attname) IS NOT NULL,
+       CASE WHEN a.attgenerated = '' THEN coalesce(pg_get_expr(d.adbin, d.adrelid), '') ELSE '' END
   FROM pg_attribute a
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attrelid = format('%I.%I', $1::text, $2::text)::regclass AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum`
 
@@ -102,7 +104,7 @@ func columns(ctx context.Context, q querier, id cdc.TableID) ([]schema.Column, e
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (schema.Column, error) {
 		var c schema.Column
-		err := r.Scan(&c.Name, &c.Type, &c.NotNull, &c.Generated, &c.AutoIncrement)
+		err := r.Scan(&c.Name, &c.Type, &c.NotNull, &c.Generated, &c.AutoIncrement, &c.Default)
 		return c, err
 	})
 	if err != nil {

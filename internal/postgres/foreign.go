@@ -35,6 +35,13 @@ func ForeignSchema(tables []*schema.Table, indexes map[cdc.TableID][]schema.Inde
 			if c.NotNull {
 				def += " NOT NULL"
 			}
+			if !c.AutoIncrement {
+				if d, ok := schema.PGDefault(c.Default, typ); !ok {
+					skipped = append(skipped, fmt.Sprintf("the default %s of %s.%s (not translated: set it on PostgreSQL by hand if the application relies on it)", c.Default, t.ID, c.Name))
+				} else if d != "" {
+					def += " DEFAULT " + d
+				}
+			}
 			// AUTO_INCREMENT becomes an identity that takes the copied values as they are; its
 			// sequence is moved past them when the migration completes.
 			if c.AutoIncrement {
