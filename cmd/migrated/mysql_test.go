@@ -384,6 +384,11 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	testenv.SkipIfShort(t)
 	e := newMyEnv(t, "myresume")
 	e.seedMySQL(30000)
+	// A table whose row key is a unique key, with no primary key: its key is no extra one.
+	c := e.conn(e.srcDB)
+	e.mustExec(c, "CREATE TABLE tags (name VARCHAR(20) NOT NULL, v INT, UNIQUE KEY tag_name (name))",
+		"INSERT INTO tags SELECT CONCAT('tag-', seq), seq FROM seq_1_to_5000")
+	c.Close()
 	w := e.startMyWriter(30000, 2)
 	defer w.halt()
 
@@ -440,7 +445,7 @@ func TestMariaDBMigrateKillAndResume(t *testing.T) {
 	e.mustExec(dst, "UPDATE every_type SET vc = NULL WHERE id = 2")
 	dst.Close()
 	e.stop(d)
-	e.compareMy()
+	e.compareMy("tags")
 }
 
 // TestMariaDBParallelChunks copies two tables of 30,000 rows at once, each worker writing its

@@ -139,7 +139,7 @@ func (s *mysqlSink) isOpen() bool {
 func (s *mysqlSink) extraUnique(_ context.Context, tables []*schema.Table) (map[cdc.TableID][]string, error) {
 	var keys map[string][]string
 	if err := s.state(func(c *client.Conn) (err error) {
-		keys, err = mysql.ExtraUniqueKeys(c, s.addr.DB)
+		keys, err = mysql.ExtraUniqueKeys(c, s.addr.DB, tables)
 		return err
 	}); err != nil {
 		return nil, err

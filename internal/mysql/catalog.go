@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -251,16 +252,32 @@ func Indexes(c *client.Conn, db string) (map[cdc.TableID][]schema.Index, error) 
 	return out, nil
 }
 
-// ExtraUniqueKeys lists, per table of database db, the unique keys besides the primary key.
-func ExtraUniqueKeys(c *client.Conn, db string) (map[string][]string, error) {
-	rows, err := QueryStrings(c, "SELECT DISTINCT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS "+
-		"WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY' ORDER BY TABLE_NAME, INDEX_NAME", db)
+// ExtraUniqueKeys lists the unique keys of tables in database db besides each table's row key
+// (its Key: the primary key, or the unique key chosen when there is none), by table name.
+func ExtraUniqueKeys(c *client.Conn, db string, tables []*schema.Table) (map[string][]string, error) {
+	rows, err := QueryStrings(c, "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "+
+		"WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX", db)
 	if err != nil {
 		return nil, fmt.Errorf("read the unique keys of %s: %w", db, err)
 	}
-	out := map[string][]string{}
+	cols := map[[2]string][]string{}
+	var order [][2]string
 	for _, r := range rows {
-		out[*r[0]] = append(out[*r[0]], *r[1])
+		k := [2]string{*r[0], *r[1]}
+		if cols[k] == nil {
+			order = append(order, k)
+		}
+		cols[k] = append(cols[k], *r[2])
+	}
+	keys := map[string][]string{}
+	for _, t := range tables {
+		keys[t.ID.Name] = t.Key
+	}
+	out := map[string][]string{}
+	for _, k := range order {
+		if key, ok := keys[k[0]]; ok && !slices.Equal(cols[k], key) {
+			out[k[0]] = append(out[k[0]], k[1])
+		}
 	}
 	return out, nil
 }

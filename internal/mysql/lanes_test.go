@@ -85,6 +85,60 @@ func TestTargetLanes(t *testing.T) {
 	}
 }
 
+// TestTargetLanesRounds sends the folded rows every 40 keys, so that one transaction writes
+// each lane in many rounds, a key moves between lanes across rounds, and a truncate comes after
+// rounds already committed on the lanes: the target must still end as the changes applied one by
+// one leave it.
+func TestTargetLanesRounds(t *testing.T) {
+	defer func(n int) { maxFolded = n }(maxFolded)
+	maxFolded = 40
+	f := newTargetFixture(t, "tgt_lanes_rounds", kvDDL)
+	f.target = f.newTarget(t, 3)
+	kv := f.rel(t, "kv")
+	r := rand.New(rand.NewPCG(5, 6))
+	model := map[int]string{}
+	for b := range 3 {
+		batch := kvWorkload(r, kv, model, 1500, 120)
+		if b == 1 {
+			batch = append(batch, &cdc.Change{Op: cdc.OpTruncate, Truncated: []*cdc.Relation{kv}})
+			clear(model)
+			batch = append(batch, kvWorkload(r, kv, model, 500, 120)...)
+		}
+		if err := f.apply(t, fmt.Sprint("0-1-", b+1), batch...); err != nil {
+			t.Fatalf("batch %d: %v", b, err)
+		}
+		if got, want := f.kvRows(t), modelRows(model); !slices.Equal(got, want) {
+			t.Fatalf("batch %d: kv has %d rows, applying one by one leaves %d", b, len(got), len(want))
+		}
+	}
+
+	// A send that fails in the middle of a transaction fails it for good: the rows it cleared
+	// never landed, so no checkpoint may follow.
+	txn, err := f.target.Begin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nullV := kvChange(kv, cdc.OpInsert, "5000", "")
+	nullV.New[1] = cdc.Value{Kind: cdc.ValueNull}
+	changes := append([]*cdc.Change{nullV}, kvInserts(kv, map[int]string{}, "x", laneKeys(60, 3, 1))...)
+	var addErr error
+	for _, c := range changes {
+		if addErr = txn.Add(f.ctx, c); addErr != nil {
+			break
+		}
+	}
+	if addErr == nil {
+		t.Fatal("a refused row in a mid-transaction send was not reported")
+	}
+	if err := txn.Commit(f.ctx, fakePos("0-1-9"), time.Now()); err == nil {
+		t.Error("a transaction whose send failed committed")
+	}
+	txn.Rollback(f.ctx)
+	if pos, _, _, _ := ReadPosition(f.dstConn, f.migration, "forward"); pos != "0-1-3" {
+		t.Errorf("position = %q, want 0-1-3", pos)
+	}
+}
+
 // laneKeys returns n kv keys from 1000 up that the fold sends to lane (1 to lanes).
 func laneKeys(n, lanes, lane int) []int {
 	var keys []int

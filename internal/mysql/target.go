@@ -52,6 +52,8 @@ type Target struct {
 	maxPacket, maxBytes int
 	// out[0] buffers the main session's statements; out[1:] the extra lanes' (see Spread).
 	out []*sender
+	// addr reopens a lane whose session was lost between rounds.
+	addr Addr
 	// foldable holds the tables whose only unique key on the target is the row key: only a
 	// row's last image in a transaction matters for them (see fold).
 	foldable map[cdc.TableID]bool
@@ -107,23 +109,50 @@ func (t *Target) Unfold(ids ...cdc.TableID) {
 // of each batch (see fold) are spread over them by key and written at the same time (see
 // sendFolded), while the main session writes every other change and the checkpoint. n <= 1
 // keeps the one session.
+//
+// No lanes are opened when no table is foldable: they would sit idle.
 func (t *Target) Spread(ctx context.Context, a Addr, n int) error {
-	if n <= 1 {
+	if n <= 1 || len(t.foldable) == 0 {
 		return nil
 	}
+	t.addr = a
 	for len(t.out) < n+1 {
-		conn, err := Connect(ctx, a)
+		s, err := t.openLane(ctx)
 		if err != nil {
-			return classify(fmt.Errorf("open apply lane %d of %d on the target: %w", len(t.out), n, err))
-		}
-		s := &session{conn: conn}
-		if err := t.prepare(ctx, s); err != nil {
-			conn.Close()
-			return err
+			return fmt.Errorf("open apply lane %d of %d on the target: %w", len(t.out), n, err)
 		}
 		t.out = append(t.out, &sender{t: t, s: s})
 	}
 	return nil
+}
+
+// laneLockWait bounds a lane's waits for row and metadata locks (lock_wait_timeout and
+// innodb_lock_wait_timeout, in seconds). The main session waits in migrated for its lanes while
+// its own transaction holds locks, so a lane waiting on a lock held by something that waits for
+// that transaction (an ALTER TABLE of the post-data step, queued for a metadata lock, say) is a
+// cycle the server cannot see: the bound ends it, the batch is rolled back, and the stream
+// replays it.
+const laneLockWait = 10
+
+// openLane opens and prepares a lane session.
+func (t *Target) openLane(ctx context.Context) (*session, error) {
+	conn, err := Connect(ctx, t.addr)
+	if err != nil {
+		return nil, classify(err)
+	}
+	s := &session{conn: conn}
+	err = t.prepare(ctx, s)
+	if err == nil {
+		q := fmt.Sprintf("SET SESSION lock_wait_timeout = %d, innodb_lock_wait_timeout = %d", laneLockWait, laneLockWait)
+		if err = s.exec(ctx, q); err != nil {
+			err = classify(fmt.Errorf("prepare the lane session (%s): %w", q, err))
+		}
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // foldableTables lists the tables whose target table has no unique key but its primary key,
@@ -184,12 +213,11 @@ func (t *Target) Close() {
 }
 
 // Begin opens a target transaction. The lanes' transactions open when rows are first sent
-// on them.
+// on them; a lane whose session broke is opened again then (it holds no transaction between
+// rounds).
 func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
-	for _, o := range t.out {
-		if o.s.broken {
-			return nil, &apply.TransientError{Err: errors.New("the target connection was interrupted; reconnect")}
-		}
+	if t.broken {
+		return nil, &apply.TransientError{Err: errors.New("the target connection was interrupted; reconnect")}
 	}
 	if err := t.exec(ctx, "START TRANSACTION"); err != nil {
 		return nil, classify(fmt.Errorf("begin target transaction: %w", err))
@@ -248,6 +276,9 @@ type targetTxn struct {
 	// serial keeps the folded rows on the main session for the rest of the transaction: a
 	// truncate there holds locks that a lane would wait for.
 	serial bool
+	// failed is the error of a send of folded rows, which cleared them: the transaction may
+	// only be rolled back.
+	failed error
 }
 
 // sender buffers one session's multi-row statement: its table shape and kind, its text so far
@@ -282,6 +313,9 @@ func (o *sender) reset() {
 func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 	if x.done {
 		return errors.New("apply to a finished target transaction")
+	}
+	if x.failed != nil {
+		return x.failed
 	}
 	main := x.t.out[0]
 	switch c.Op {
@@ -336,7 +370,7 @@ type foldedRow struct {
 }
 
 // maxFolded bounds the rows held for folding; past it they are sent and folding starts over.
-const maxFolded = 20000
+var maxFolded = 20000
 
 // fold records a change to a foldable table as its row's last image. Inside one target
 // transaction only the last image of each row is visible, and with no unique key but the row
@@ -445,13 +479,19 @@ func (x *targetTxn) sendFolded(ctx context.Context) error {
 	}
 	clear(x.folded)
 	x.nfolded = 0
+	var err error
 	if len(parts[0]) > 0 {
 		// No lanes: the rows go in the main session's transaction.
-		return out[0].send(ctx, parts[0])
+		err = out[0].send(ctx, parts[0])
+	} else {
+		err = x.t.onLanes(func(i int) bool { return len(parts[i]) > 0 }, func(i int, o *sender) error {
+			return o.round(ctx, parts[i])
+		})
 	}
-	return x.t.onLanes(func(i int) bool { return len(parts[i]) > 0 }, func(i int, o *sender) error {
-		return o.round(ctx, parts[i])
-	})
+	if err != nil {
+		x.failed = err
+	}
+	return err
 }
 
 // laneRetries is how many times a lane's round is tried when the server breaks a deadlock
@@ -463,7 +503,18 @@ const laneRetries = 5
 // transaction open.
 func (o *sender) round(ctx context.Context, rows []laneRow) error {
 	for attempt := 1; ; attempt++ {
+		if o.s.broken {
+			s, err := o.t.openLane(ctx)
+			if err != nil {
+				return fmt.Errorf("open an apply lane on the target again: %w", err)
+			}
+			o.s.conn.Close()
+			o.s = s
+		}
 		err := o.s.exec(ctx, "START TRANSACTION")
+		if err != nil && o.s.broken && attempt == 1 && ctx.Err() == nil {
+			continue // lost while idle (wait_timeout, a restart): nothing was sent on it
+		}
 		if err != nil {
 			return classify(fmt.Errorf("begin a lane transaction: %w", err))
 		}
@@ -687,6 +738,9 @@ const progressSQL = "INSERT INTO `" + StateDB + "`.`progress` (`migration`, `str
 func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime time.Time) error {
 	if x.done {
 		return errors.New("commit of a finished target transaction")
+	}
+	if x.failed != nil {
+		return x.failed
 	}
 	if err := x.sendFolded(ctx); err != nil {
 		return err
