@@ -35,6 +35,9 @@ type Target struct {
 	// compactable holds the tables whose queued writes to one key may be folded into the last:
 	// see targetTxn.queue.
 	compactable map[cdc.TableID]bool
+	// statements counts the statements sent for queued writes, which multi-row upserts keep
+	// well below the writes (read by tests).
+	statements int
 }
 
 // compactableSQL finds the tables where the order of writes to different rows inside one target
@@ -146,6 +149,9 @@ type pendingStmt struct {
 	args      [][]byte
 	change    *cdc.Change
 	mustMatch bool
+	// together marks an upsert into a compactable table, which flush may send in one
+	// multi-row statement with the like upserts queued next to it (see flush).
+	together bool
 }
 
 // ErrRowMissing means an update found no row to change on the target.
@@ -186,6 +192,7 @@ func (x *targetTxn) queue(c *cdc.Change, s statement, p pendingStmt) {
 	if c.Op == cdc.OpTruncate {
 		clear(x.last)
 	}
+	p.together = s.upsert && c.Relation != nil && x.t.compactable[c.Relation.Table]
 	if c.Relation == nil || !x.t.compactable[c.Relation.Table] || s.keyRow == nil {
 		// A partial write must stay after every earlier write to the keys it touches, old and new.
 		if c.Relation != nil {
@@ -226,41 +233,126 @@ func (x *targetTxn) flush(ctx context.Context) error {
 	if len(x.pending) == 0 {
 		return nil
 	}
+	pending := x.pending
+	x.pending, x.bytes = nil, 0
+	clear(x.last)
 	batch := &pgconn.Batch{}
-	for _, p := range x.pending {
-		batch.ExecStatement(p.sd, p.args, nil, nil)
+	sent, err := x.batch(ctx, batch, pending)
+	if err != nil {
+		return err
 	}
+	x.t.statements += len(sent)
 	mrr := x.t.conn.PgConn().ExecBatch(ctx, batch)
-	var first error
+	failed, missing := -1, false
+	var failure error
 	i := 0
 	for mrr.NextResult() {
 		tag, err := mrr.ResultReader().Close()
-		if first == nil && i < len(x.pending) {
-			p := x.pending[i]
+		if failed < 0 && i < len(sent) {
 			switch {
 			case err != nil:
-				first = x.changeError(p.change, err)
-			case p.mustMatch && tag.RowsAffected() == 0:
-				first = &apply.ChangeError{Table: tableOf(p.change), Op: p.change.Op.String(), Key: keyOf(p.change), SQLState: "none", Err: ErrRowMissing}
+				failed, failure = i, err
+			case pending[sent[i].from].mustMatch && tag.RowsAffected() == 0:
+				failed, missing = i, true
 			}
 		}
 		i++
 	}
-	err := mrr.Close()
-	pending := x.pending
-	x.pending, x.bytes = nil, 0
-	clear(x.last)
-	if first != nil {
-		return first
-	}
-	if err != nil {
-		// The pipeline stops at the failing statement: the results read so far succeeded.
-		if i < len(pending) {
-			return x.changeError(pending[i].change, err)
+	err = mrr.Close()
+	if failed < 0 && err != nil {
+		if i >= len(sent) {
+			return classify(fmt.Errorf("apply batch: %w", err))
 		}
-		return classify(fmt.Errorf("apply batch: %w", err))
+		// The pipeline stops at the failing statement: the results read so far succeeded.
+		failed, failure = i, err
 	}
-	return nil
+	if failed < 0 {
+		return nil
+	}
+	s := sent[failed]
+	c := pending[s.from].change
+	switch {
+	case missing:
+		return &apply.ChangeError{Table: tableOf(c), Op: c.Op.String(), Key: keyOf(c), SQLState: "none", Err: ErrRowMissing}
+	case s.to-s.from > 1:
+		return x.which(ctx, pending[s.from:s.to], failure)
+	}
+	return x.changeError(c, failure)
+}
+
+// rowsTogether are the sizes of the multi-row upserts that flush sends, largest first: a run of
+// n like upserts goes in statements of these sizes, so that a table needs few prepared shapes.
+var rowsTogether = []int{256, 64, 16, 4}
+
+// maxParams is how many parameters one PostgreSQL statement may have.
+const maxParams = 65535
+
+// sentStmt is a statement of a flush: the queued writes pending[from:to] that it carries.
+type sentStmt struct{ from, to int }
+
+// batch puts the queued writes into b, in order. Consecutive upserts of one compactable table
+// share multi-row statements: their keys differ, since a later write to a queued key replaced
+// it (see queue), and a key freed by a partial write or a truncate comes back only after that
+// statement. A thousand rows are then a handful of statements instead of a thousand, each of
+// which the target would plan and execute on its own.
+func (x *targetTxn) batch(ctx context.Context, b *pgconn.Batch, pending []pendingStmt) ([]sentStmt, error) {
+	sent := make([]sentStmt, 0, len(pending))
+	for i := 0; i < len(pending); {
+		p := pending[i]
+		end := i + 1
+		for p.together && end < len(pending) && pending[end].together && pending[end].sd == p.sd {
+			end++
+		}
+		for i < end {
+			n := 1
+			for _, size := range rowsTogether {
+				if size <= end-i && size*len(p.args) <= maxParams {
+					n = size
+					break
+				}
+			}
+			if n == 1 {
+				b.ExecStatement(pending[i].sd, pending[i].args, nil, nil)
+				sent = append(sent, sentStmt{i, i + 1})
+				i++
+				continue
+			}
+			rel := p.change.Relation
+			sd, err := x.t.prepare(ctx, x.t.sqls.getRows(rel, 'u', n, func() string { return upsertRowsSQL(rel, n) }))
+			if err != nil {
+				return nil, x.changeError(p.change, err)
+			}
+			args := make([][]byte, 0, n*len(p.args))
+			for _, q := range pending[i : i+n] {
+				args = append(args, q.args...)
+			}
+			b.ExecStatement(sd, args, nil, nil)
+			sent = append(sent, sentStmt{i, i + n})
+			i += n
+		}
+	}
+	return sent, nil
+}
+
+// which names the write that made a multi-row upsert fail. The transaction is lost anyway, so
+// it is rolled back, and the rows are tried one at a time in a transaction that is rolled back
+// too. An upsert into a compactable table fails alone or not at all: no other unique key,
+// trigger or exclusion constraint sees the rows beside it. A failure that is not the rows'
+// (the connection, a deadlock) is returned as it is, to be retried.
+func (x *targetTxn) which(ctx context.Context, rows []pendingStmt, failure error) error {
+	if err := classify(failure); apply.IsTransient(err) {
+		return err
+	}
+	conn := x.t.conn.PgConn()
+	if err := conn.Exec(ctx, "ROLLBACK; BEGIN").Close(); err == nil {
+		defer func() { _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close() }()
+		for _, p := range rows {
+			if _, err := conn.ExecPrepared(ctx, p.sd.Name, p.args, nil, nil).Close(); err != nil {
+				return x.changeError(p.change, err)
+			}
+		}
+	}
+	return x.changeError(rows[0].change, fmt.Errorf("%w (written in one statement with the %d rows after it, none of which fails alone)", failure, len(rows)-1))
 }
 
 func (x *targetTxn) changeError(c *cdc.Change, err error) error {
@@ -342,6 +434,8 @@ type statement struct {
 	// (an upsert, a delete by key), so that a later one may replace it. Only a compactable
 	// table's queue reads the key out of it.
 	keyRow []cdc.Value
+	// upsert is set on an upsert, whose rows can share a multi-row statement.
+	upsert bool
 }
 
 // statements turns a change into idempotent SQL. An insert is an upsert. An update whose new row
@@ -416,10 +510,14 @@ func upsert(rel *cdc.Relation, row []cdc.Value, sqls sqlCache) statement {
 		args[i] = arg(row[i])
 	}
 	sql := sqls.get(rel, 'u', func() string { return upsertSQL(rel) })
-	return statement{sql: sql, args: args, keyRow: row}
+	return statement{sql: sql, args: args, keyRow: row, upsert: true}
 }
 
-func upsertSQL(rel *cdc.Relation) string {
+func upsertSQL(rel *cdc.Relation) string { return upsertRowsSQL(rel, 1) }
+
+// upsertRowsSQL is the upsert of n rows in one statement, their values in parameters row after
+// row. The rows' keys must differ: ON CONFLICT cannot change one row twice in a statement.
+func upsertRowsSQL(rel *cdc.Relation, n int) string {
 	var b strings.Builder
 	b.WriteString("INSERT INTO ")
 	b.WriteString(ident(rel.Table))
@@ -430,14 +528,21 @@ func upsertSQL(rel *cdc.Relation) string {
 		}
 		b.WriteString(quote(col.Name))
 	}
-	b.WriteString(") OVERRIDING SYSTEM VALUE VALUES (")
-	for i := range rel.Columns {
-		if i > 0 {
+	b.WriteString(") OVERRIDING SYSTEM VALUE VALUES ")
+	for r := range n {
+		if r > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("$" + strconv.Itoa(i+1))
+		b.WriteByte('(')
+		for i := range rel.Columns {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("$" + strconv.Itoa(r*len(rel.Columns)+i+1))
+		}
+		b.WriteByte(')')
 	}
-	b.WriteString(") ON CONFLICT (")
+	b.WriteString(" ON CONFLICT (")
 	first := true
 	for _, i := range rel.KeyColumns() {
 		if !first {
@@ -474,13 +579,18 @@ type sqlCache map[shapeKey]string
 type shapeKey struct {
 	rel  *cdc.Relation
 	kind byte
+	rows int // of a multi-row upsert
 }
 
 func (c sqlCache) get(rel *cdc.Relation, kind byte, build func() string) string {
+	return c.getRows(rel, kind, 0, build)
+}
+
+func (c sqlCache) getRows(rel *cdc.Relation, kind byte, rows int, build func() string) string {
 	if c == nil {
 		return build()
 	}
-	k := shapeKey{rel, kind}
+	k := shapeKey{rel, kind, rows}
 	if sql, ok := c[k]; ok {
 		return sql
 	}
