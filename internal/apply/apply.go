@@ -18,6 +18,19 @@ type Writer interface {
 	Begin(ctx context.Context) (Txn, error)
 }
 
+// FreshWriter is a Writer that can also open a transaction for rows the target should not hold
+// yet, a snapshot chunk's: it may write them as plain inserts, which cost the target less than
+// upserts. If the target holds one of them after all, the transaction fails with an error
+// wrapping ErrHeld, before anything of it commits, and the rows are to be written again in an
+// ordinary transaction.
+type FreshWriter interface {
+	Writer
+	BeginFresh(ctx context.Context) (Txn, error)
+}
+
+// ErrHeld means a transaction of fresh rows met a row that the target already holds.
+var ErrHeld = errors.New("the target already holds a row of this chunk")
+
 // Txn is one target transaction. Add may send work to the target before Commit; a Txn must
 // apply changes idempotently (insert as upsert, update and delete by key).
 type Txn interface {

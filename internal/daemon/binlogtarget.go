@@ -816,6 +816,20 @@ func (m *mapWriter) Begin(ctx context.Context) (apply.Txn, error) {
 	return &mapTxn{Txn: t, m: m}, nil
 }
 
+// BeginFresh opens a transaction of fresh rows when the target can take one (see
+// apply.FreshWriter), else an ordinary one.
+func (m *mapWriter) BeginFresh(ctx context.Context) (apply.Txn, error) {
+	fw, ok := m.w.(apply.FreshWriter)
+	if !ok {
+		return m.Begin(ctx)
+	}
+	t, err := fw.BeginFresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &mapTxn{Txn: t, m: m}, nil
+}
+
 type mapTxn struct {
 	apply.Txn
 	m *mapWriter

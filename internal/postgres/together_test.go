@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/migrated/migrated/internal/apply"
@@ -173,4 +174,56 @@ CREATE TABLE items (
 	}
 	expect(r)
 	check("after the next transaction")
+
+	// A snapshot chunk's rows go in as plain inserts, many to a statement; a row already there
+	// fails the transaction whole with ErrHeld, for the chunk to be written again as upserts.
+	fresh := func(from, to int, edit func(id int, r []cdc.Value)) ([]cdc.Change, error) {
+		x, err := tg.BeginFresh(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []cdc.Change
+		for id := from; id <= to; id++ {
+			r := row(id, 1, "chunk")
+			if edit != nil {
+				edit(id, r)
+			}
+			rows = append(rows, cdc.Change{Op: cdc.OpInsert, Relation: items, New: r})
+			if err := x.Add(ctx, &rows[len(rows)-1]); err != nil {
+				x.Rollback(ctx)
+				return rows, err
+			}
+		}
+		if err := x.Commit(ctx, nil, time.Time{}); err != nil {
+			x.Rollback(ctx)
+			return rows, err
+		}
+		return rows, nil
+	}
+	before = tg.statements
+	rows, err := fresh(4001, 4300, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent := tg.statements - before; sent > 8 {
+		t.Errorf("a chunk of %d fresh rows took %d statements", len(rows), sent)
+	}
+	for _, c := range rows {
+		expect(c.New)
+	}
+	check("after a chunk of fresh rows")
+	if _, err := fresh(4201, 4500, nil); !errors.Is(err, apply.ErrHeld) || apply.IsTransient(err) {
+		t.Fatalf("a chunk over rows the target holds: error %v, want ErrHeld", err)
+	}
+	check("after a chunk refused for a row held")
+	_, err = fresh(5001, 5300, func(id int, r []cdc.Value) {
+		if id == 5222 {
+			r[5] = text("-5")
+		}
+	})
+	var ce *apply.ChangeError
+	if !errors.As(err, &ce) || ce.Key != "id=5222" {
+		t.Fatalf("a chunk with a refused row: error %v, want a ChangeError naming id=5222", err)
+	}
+	check("after a chunk with a refused row")
 }

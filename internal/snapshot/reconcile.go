@@ -485,9 +485,14 @@ func (r *Reconciler) awaitHandOff(ctx context.Context, ch *chunk) (bool, error) 
 	}
 }
 
-// writeChunk writes a handed-off chunk's rows and its mark in one target transaction.
-func writeChunk(ctx context.Context, dst apply.Writer, ch *chunk) error {
-	txn, err := dst.Begin(ctx)
+// writeChunk writes a handed-off chunk's rows and its mark in one target transaction: a
+// transaction of fresh rows if asked for and the target has them (see apply.FreshWriter).
+func writeChunk(ctx context.Context, dst apply.Writer, ch *chunk, fresh bool) error {
+	begin := dst.Begin
+	if fw, ok := dst.(apply.FreshWriter); ok && fresh {
+		begin = fw.BeginFresh
+	}
+	txn, err := begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -596,6 +601,9 @@ type worker struct {
 	// writing is the chunk being written, done receives the outcome.
 	writing *chunk
 	done    chan error
+	// held holds the tables where the target already held a row of a chunk, whose chunks are
+	// written as upserts from then on. Only the chunk writer touches it, one chunk at a time.
+	held map[cdc.TableID]bool
 }
 
 // write starts writing ch on the target session, once the chunk before it has committed.
@@ -608,7 +616,18 @@ func (w *worker) write(ctx context.Context, ch *chunk) error {
 	}
 	w.writing, w.done = ch, make(chan error, 1)
 	go func() {
-		err := writeChunk(ctx, w.dst, ch)
+		// A chunk's rows go in as fresh rows, cheaper than upserts, until the target turns out
+		// to hold one already (a row the stream wrote before its chunk was read). That
+		// transaction failed whole, before its commit, so the chunk is written again.
+		fresh := !w.held[ch.rel.Table]
+		err := writeChunk(ctx, w.dst, ch, fresh)
+		if fresh && errors.Is(err, apply.ErrHeld) {
+			if w.held == nil {
+				w.held = map[cdc.TableID]bool{}
+			}
+			w.held[ch.rel.Table] = true
+			err = writeChunk(ctx, w.dst, ch, false)
+		}
 		if err != nil {
 			// A commit cut short may still land until the session is gone: only then may
 			// the stream's changes to the chunk's rows go on.

@@ -191,6 +191,9 @@ type fakeTarget struct {
 	// locked holds the rows the stream's open transaction wrote: a chunk that writes one of
 	// them would wait on its lock, and the stream may be waiting on the chunk.
 	locked map[tkey]bool
+	// fresh and held count the chunks committed as fresh rows, and those refused because the
+	// target held one of their rows.
+	fresh, held int
 }
 
 var errLost = errors.New("target connection lost")
@@ -296,9 +299,16 @@ func (t *fakeTarget) run(ctx context.Context, in <-chan cdc.Event, r *Reconciler
 // Begin opens a chunk's transaction on a session of its own.
 func (t *fakeTarget) Begin(context.Context) (apply.Txn, error) { return &chunkTxn{t: t}, nil }
 
+// BeginFresh opens a chunk's transaction of plain inserts, which fails whole if the target
+// holds one of its rows.
+func (t *fakeTarget) BeginFresh(context.Context) (apply.Txn, error) {
+	return &chunkTxn{t: t, fresh: true}, nil
+}
+
 type chunkTxn struct {
-	t   *fakeTarget
-	buf []*cdc.Change
+	t     *fakeTarget
+	buf   []*cdc.Change
+	fresh bool
 }
 
 func (x *chunkTxn) Add(_ context.Context, c *cdc.Change) error {
@@ -333,6 +343,18 @@ func (x *chunkTxn) Commit(_ context.Context, p cdc.Position, _ time.Time) error 
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if x.fresh {
+		for _, c := range x.buf {
+			if c.Op != cdc.OpInsert {
+				continue
+			}
+			if _, ok := t.rows[t.key(c.Relation, c.New)]; ok {
+				t.held++
+				return fmt.Errorf("insert %s key %s: %w", c.Relation.Table, c.New[0].Data, apply.ErrHeld)
+			}
+		}
+		t.fresh++
+	}
 	if t.chunkFailLeft > 0 && t.rnd.IntN(6) == 0 {
 		t.chunkFailLeft--
 		if t.rnd.IntN(2) == 0 {
@@ -487,6 +509,9 @@ func reconcileOnce(t *testing.T, seed uint64) {
 		if !dst.marks[rel.Table].Done {
 			t.Fatalf("last mark of %s not done: %+v", rel.Table, dst.marks[rel.Table])
 		}
+	}
+	if dst.fresh == 0 || dst.held == 0 {
+		t.Errorf("%d chunks committed as fresh rows, %d found a row held: the run does not try both", dst.fresh, dst.held)
 	}
 	for k, v := range src.rows {
 		if got, ok := dst.rows[k]; !ok || got != v {
