@@ -498,6 +498,9 @@ func TestMariaDBToPostgres(t *testing.T) {
 		e.mustExec(src, fmt.Sprintf("INSERT INTO orders (acct, amount, side) VALUES (%d, %d, 'source')", 1+i%20, i))
 	}
 	e.mustExec(src, "DELETE FROM orders WHERE id > 25")
+	// A unique key besides the primary key, which the target gets only after the copy.
+	e.mustExec(src, "CREATE TABLE handles (id INT PRIMARY KEY, handle VARCHAR(20) NOT NULL, UNIQUE KEY by_handle (handle))")
+	e.mustExec(src, "INSERT INTO handles VALUES (1, 'x'), (2, 'z')")
 	src.Close()
 	w := e.startMyWriter(20000, 2)
 	defer w.halt()
@@ -509,6 +512,15 @@ func TestMariaDBToPostgres(t *testing.T) {
 	e.waitFor(d, "streaming", 5*time.Minute, func() bool { return e.phase() == "streaming" })
 	time.Sleep(time.Second)
 	w.finish(t)
+	// Row 2 takes the handle row 1 gives up, in one transaction: the target must write the
+	// rows in the source's order, not fold row 2's two writes into one ahead of row 1's.
+	src = e.conn(e.srcDB)
+	e.mustExec(src, "BEGIN")
+	e.mustExec(src, "UPDATE handles SET handle = 'w' WHERE id = 2")
+	e.mustExec(src, "UPDATE handles SET handle = 'v' WHERE id = 1")
+	e.mustExec(src, "UPDATE handles SET handle = 'x' WHERE id = 2")
+	e.mustExec(src, "COMMIT")
+	src.Close()
 	e.waitPGCaughtUp(d)
 	if out := e.mustCLI("verify", "--wait"); !strings.Contains(out, "clean") {
 		t.Errorf("verify: %s", out)
@@ -540,6 +552,8 @@ func TestMariaDBToPostgres(t *testing.T) {
 		got := pgRows(t, pc, fmt.Sprintf(pgTypesSQL[table], `"`+e.srcDB+`"`))
 		sameRows(t, table, "mariadb", src, "postgresql", got)
 	}
+	sameRows(t, "handles", "mariadb", myRows(t, my, "SELECT id, handle FROM `"+e.srcDB+"`.handles ORDER BY id"),
+		"postgresql", pgRows(t, pc, `SELECT id, handle FROM "`+e.srcDB+`".handles ORDER BY id`))
 }
 
 // pgText prints a value PostgreSQL returned the way MariaDB prints the same value.

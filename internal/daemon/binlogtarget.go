@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -661,10 +662,19 @@ func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
 	return nil
 }
 
-func (s *pgSink) writer(ctx context.Context, _ reconSource, tables []*schema.Table, _ int) (apply.Writer, func(), error) {
+func (s *pgSink) writer(ctx context.Context, source reconSource, tables []*schema.Table, _ int) (apply.Writer, func(), error) {
 	t, err := postgres.NewTarget(ctx, s.dsn, s.d.cfg.Name, s.streamName())
 	if err != nil {
 		return nil, nil, err
+	}
+	if s.streamName() == forward {
+		// The copy runs beside this stream, and the unique keys come after it.
+		unique, err := source.uniqueTables(ctx)
+		if err != nil {
+			t.Close(context.Background())
+			return nil, nil, err
+		}
+		t.Unfold(unique...)
 	}
 	if s.streamName() == reverse {
 		w, err := s.reverseWriter(t, tables)
@@ -703,18 +713,21 @@ func (s *pgSink) reverseWriter(t apply.Writer, tables []*schema.Table) (apply.Wr
 		for _, c := range pt.Columns {
 			types[c.Name] = c.Type
 		}
-		var bytea []int
+		var bytea, uuids []int
 		for i, c := range mysql.CopyColumns(mt) {
 			typ, ok := types[c.Name]
 			if !ok {
 				return nil, fmt.Errorf("column %s of the target's %s is missing from %s on the old source", c.Name, mt.ID.Name, pt.ID)
 			}
-			if typ == "bytea" {
+			switch typ {
+			case "bytea":
 				bytea = append(bytea, i)
+			case "uuid":
+				uuids = append(uuids, i)
 			}
 		}
 		names[mt.ID] = pt.ID
-		rows[mt.ID] = func(row []cdc.Value) ([]cdc.Value, error) { return toBytea(row, bytea), nil }
+		rows[mt.ID] = func(row []cdc.Value) ([]cdc.Value, error) { return lower(toBytea(row, bytea), uuids), nil }
 	}
 	return &mapWriter{w: t, rows: rows, all: true, names: names}, nil
 }
@@ -767,6 +780,23 @@ func toBytea(row []cdc.Value, cols []int) []cdc.Value {
 			b[0], b[1] = '\\', 'x'
 			hex.Encode(b[2:], out[i].Data)
 			out[i].Data = b
+		}
+	}
+	return out
+}
+
+// lower writes the values of cols in lower case: uuid columns, char(36) on MySQL, where the
+// application may write either case. PostgreSQL reads both as the same uuid, and the writer's
+// folding, which matches keys by their text, must see them as the same key too. Without cols
+// it returns row itself, uncopied.
+func lower(row []cdc.Value, cols []int) []cdc.Value {
+	if row == nil || len(cols) == 0 {
+		return row
+	}
+	out := append([]cdc.Value(nil), row...)
+	for _, i := range cols {
+		if i < len(out) && out[i].Kind == cdc.ValueText {
+			out[i].Data = bytes.ToLower(out[i].Data)
 		}
 	}
 	return out

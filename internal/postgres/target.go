@@ -126,6 +126,15 @@ func NewTarget(ctx context.Context, dsn, migration, stream string) (*Target, err
 // Close closes the connection.
 func (t *Target) Close(ctx context.Context) error { return t.conn.Close(ctx) }
 
+// Unfold treats tables as not compactable (see compactableSQL) although the catalog says they
+// are: tables that will have a unique key besides the row key, which the post-data step adds
+// while this session writes.
+func (t *Target) Unfold(ids ...cdc.TableID) {
+	for _, id := range ids {
+		delete(t.compactable, id)
+	}
+}
+
 // Begin opens a target transaction.
 func (t *Target) Begin(ctx context.Context) (apply.Txn, error) {
 	if _, err := t.conn.Exec(ctx, "BEGIN"); err != nil {
@@ -311,8 +320,9 @@ func (x *targetTxn) flush(ctx context.Context) error {
 // n like upserts goes in statements of these sizes, so that a table needs few prepared shapes.
 var rowsTogether = []int{256, 64, 16, 4}
 
-// maxParams is how many parameters one PostgreSQL statement may have.
-const maxParams = 65535
+// maxParams bounds the parameters of one multi-row statement, and so its text and the plan the
+// target keeps for it, per table and session (PostgreSQL allows 65,535).
+const maxParams = 8192
 
 // sentStmt is a statement of a flush: the queued writes pending[from:to] that it carries.
 type sentStmt struct{ from, to int }
@@ -371,15 +381,21 @@ func (x *targetTxn) which(ctx context.Context, rows []pendingStmt, failure error
 		return err
 	}
 	conn := x.t.conn.PgConn()
-	if err := conn.Exec(ctx, "ROLLBACK; BEGIN").Close(); err == nil {
-		defer func() { _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close() }()
-		for _, p := range rows {
-			if _, err := conn.ExecPrepared(ctx, p.sd.Name, p.args, nil, nil).Close(); err != nil {
-				if held := x.held(err); held != nil {
-					return held
-				}
-				return x.changeError(p.change, err)
+	if err := conn.Exec(ctx, "ROLLBACK; BEGIN").Close(); err != nil {
+		// No row was tried: the session is gone or going, so this is not the rows' failure.
+		return classify(fmt.Errorf("try the rows of a failed statement alone: %w", err))
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Exec(ctx, "ROLLBACK").Close()
+	}()
+	for _, p := range rows {
+		if _, err := conn.ExecPrepared(ctx, p.sd.Name, p.args, nil, nil).Close(); err != nil {
+			if held := x.held(err); held != nil {
+				return held
 			}
+			return x.changeError(p.change, err)
 		}
 	}
 	return x.changeError(rows[0].change, fmt.Errorf("%w (written in one statement with the %d rows after it, none of which fails alone)", failure, len(rows)-1))

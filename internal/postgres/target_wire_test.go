@@ -376,3 +376,26 @@ func TestTargetRollback(t *testing.T) {
 		t.Errorf("executed = %s, want %s", got, want)
 	}
 }
+
+// TestTargetTogetherSessionLost: when a multi-row upsert fails and the session is lost before
+// its rows can be tried alone, no row is blamed: the error is transient, for the stream to
+// reconnect and try again.
+func TestTargetTogetherSessionLost(t *testing.T) {
+	b := &fakeBackend{exec: func(sql string, _ []string) (string, bool) {
+		switch {
+		case strings.Contains(sql, "), ($"):
+			return "23514", false
+		case strings.HasPrefix(sql, "ROLLBACK; BEGIN"):
+			return "", true
+		}
+		return "", false
+	}}
+	tg := connectFake(t, b)
+	tg.compactable = map[cdc.TableID]bool{{Schema: "public", Name: "items"}: true}
+	ctx := context.Background()
+	_, err := applyChanges(ctx, tg, []*cdc.Change{insertOf("1"), insertOf("2"), insertOf("3"), insertOf("4")})
+	var ce *apply.ChangeError
+	if !apply.IsTransient(err) || errors.As(err, &ce) {
+		t.Fatalf("error %v: want a transient error that names no change", err)
+	}
+}

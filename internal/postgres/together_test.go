@@ -17,8 +17,10 @@ import (
 // TestUpsertsTogether checks, on a real server, that a transaction's upserts into a compactable
 // table land in a few multi-row statements with every value as the changes had it (NULLs, JSON,
 // bytes, time with a zone, an identity column that is always generated), next to folded updates,
-// deletes and a moved key; and that a row the target refuses in such a statement is still named
-// exactly, with the transaction rolled back and the target usable after.
+// deletes, a moved key, a partial update and a truncate, each followed by a new write to the
+// keys they touched; that a row the target refuses in such a statement is still named exactly,
+// with the transaction rolled back and the target usable after; and that a snapshot chunk's
+// fresh rows go in as plain inserts, or fail whole with ErrHeld when the target holds one.
 func TestUpsertsTogether(t *testing.T) {
 	ctx := context.Background()
 	conn, dsn := testDB(t, "together", `
@@ -28,7 +30,8 @@ CREATE TABLE items (
   doc jsonb,
   at timestamptz,
   raw bytea,
-  qty int CHECK (qty >= 0));`)
+  qty int CHECK (qty >= 0));
+CREATE TABLE tags (id int PRIMARY KEY, v text);`)
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +72,7 @@ CREATE TABLE items (
 		want[id] = fmt.Sprint(f)
 	}
 	var changes []*cdc.Change
-	for id := 1; id <= 1000; id++ {
+	for id := 1; id <= 500; id++ {
 		r := row(id, id, "item "+strconv.Itoa(id))
 		changes = append(changes, &cdc.Change{Op: cdc.OpInsert, Relation: items, New: r})
 		expect(r)
@@ -87,10 +90,28 @@ CREATE TABLE items (
 	changes = append(changes, &cdc.Change{Op: cdc.OpUpdate, Relation: items, Old: row(21, 21, "item 21"), New: moved})
 	delete(want, 21)
 	expect(moved)
-	for id := 1001; id <= 1100; id++ { // after the partial flush points above, more inserts
+	// A partial update (a value left out, as PostgreSQL leaves out unchanged TOAST) frees its
+	// key for a later write, which must come after it.
+	partial := row(30, 31, "partial")
+	partial[2] = same
+	changes = append(changes, &cdc.Change{Op: cdc.OpUpdate, Relation: items, Old: row(30, 30, "item 30"), New: partial})
+	again := row(30, 32, "after the partial update")
+	changes = append(changes, &cdc.Change{Op: cdc.OpUpdate, Relation: items, Old: row(30, 31, "partial"), New: again})
+	expect(again)
+	for id := 1001; id <= 1100; id++ {
 		r := row(id, 0, "late")
 		changes = append(changes, &cdc.Change{Op: cdc.OpInsert, Relation: items, New: r})
 		expect(r)
+	}
+	// A truncate between two writes of the same keys.
+	tags := rel("tags", "id*", "v")
+	for _, v := range []string{"first", "second"} {
+		if v == "second" {
+			changes = append(changes, &cdc.Change{Op: cdc.OpTruncate, Relation: tags, Truncated: []*cdc.Relation{tags}})
+		}
+		for id := 1; id <= 50; id++ {
+			changes = append(changes, &cdc.Change{Op: cdc.OpInsert, Relation: tags, New: []cdc.Value{text(strconv.Itoa(id)), text(v)}})
+		}
 	}
 	before := tg.statements
 	if _, err := applyChanges(ctx, tg, changes); err != nil {
@@ -135,6 +156,10 @@ CREATE TABLE items (
 		}
 	}
 	check("after the first transaction")
+	var tagged, all int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE v = 'second'), count(*) FROM tags`).Scan(&tagged, &all); err != nil || tagged != 50 || all != 50 {
+		t.Errorf("tags after the truncate: %d rows, %d of the second write (%v); want 50, all of it", all, tagged, err)
+	}
 
 	// A refused row in the middle of a multi-row statement is named, whatever its neighbours.
 	for _, tt := range []struct {
