@@ -31,12 +31,12 @@ func newMigration(dir, logDir, name, src, dst string, workers int) (*migration, 
 	return newEngineMigration(dir, logDir, name, "postgres", src, "postgres", dst, workers)
 }
 
-// newEngineMigration writes the config file for a migration between the given engines into dir,
-// in the format the cmd/migrated test harness uses; everything not named here keeps migrated's
-// defaults.
 // applyWorkers overrides migrated's apply.workers in every migration the bench runs.
 var applyWorkers = flag.Int("apply-workers", 0, "migrated's apply.workers (0: migrated's default)")
 
+// newEngineMigration writes the config file for a migration between the given engines into dir,
+// in the format the cmd/migrated test harness uses; everything not named here keeps migrated's
+// defaults.
 func newEngineMigration(dir, logDir, name, srcEngine, src, dstEngine, dst string, workers int) (*migration, error) {
 	port, err := testenv.FreePort()
 	if err != nil {

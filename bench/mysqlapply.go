@@ -325,10 +325,8 @@ func (m *myBench) transferOnly(ctx context.Context, file string, pos int64, r *r
 	defer os.RemoveAll(dir)
 	m.logf("mariadb apply: binlog transfer only (mariadb-binlog --raw from %s:%d)", file, pos)
 	r.d, err = timed(func() error {
-		return runTool(ctx, "mariadb-binlog", "--read-from-remote-server", "--raw", "--to-last-log",
-			"--host="+m.src.Host(), fmt.Sprintf("--port=%d", m.src.Port()), "--user="+m.src.User(),
-			"--password="+m.src.Password(), fmt.Sprintf("--start-position=%d", pos),
-			"--result-file="+dir+"/", file)
+		return runTool(ctx, "mariadb-binlog", append(mariadbArgs(m.src), "--read-from-remote-server", "--raw",
+			"--to-last-log", fmt.Sprintf("--start-position=%d", pos), "--result-file="+dir+"/", file)...)
 	})
 	if err == nil {
 		m.logf("mariadb apply: binlog transfer only: %.1f s", r.d.Seconds())

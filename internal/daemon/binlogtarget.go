@@ -770,33 +770,30 @@ func fillUnchanged(row, old []cdc.Value) []cdc.Value {
 // toBytea writes MySQL binary values in bytea's hex input form. Without cols it returns row
 // itself, uncopied.
 func toBytea(row []cdc.Value, cols []int) []cdc.Value {
-	if row == nil || len(cols) == 0 {
-		return row
-	}
-	out := append([]cdc.Value(nil), row...)
-	for _, i := range cols {
-		if i < len(out) && out[i].Kind == cdc.ValueText {
-			b := make([]byte, 2+hex.EncodedLen(len(out[i].Data)))
-			b[0], b[1] = '\\', 'x'
-			hex.Encode(b[2:], out[i].Data)
-			out[i].Data = b
-		}
-	}
-	return out
+	return rewrite(row, cols, func(v []byte) []byte {
+		b := make([]byte, 2+hex.EncodedLen(len(v)))
+		b[0], b[1] = '\\', 'x'
+		hex.Encode(b[2:], v)
+		return b
+	})
 }
 
 // lower writes the values of cols in lower case: uuid columns, char(36) on MySQL, where the
 // application may write either case. PostgreSQL reads both as the same uuid, and the writer's
 // folding, which matches keys by their text, must see them as the same key too. Without cols
 // it returns row itself, uncopied.
-func lower(row []cdc.Value, cols []int) []cdc.Value {
+func lower(row []cdc.Value, cols []int) []cdc.Value { return rewrite(row, cols, bytes.ToLower) }
+
+// rewrite returns a copy of row with fn applied to the text values of cols, or row itself
+// when there are no cols.
+func rewrite(row []cdc.Value, cols []int, fn func([]byte) []byte) []cdc.Value {
 	if row == nil || len(cols) == 0 {
 		return row
 	}
 	out := append([]cdc.Value(nil), row...)
 	for _, i := range cols {
 		if i < len(out) && out[i].Kind == cdc.ValueText {
-			out[i].Data = bytes.ToLower(out[i].Data)
+			out[i].Data = fn(out[i].Data)
 		}
 	}
 	return out

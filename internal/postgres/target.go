@@ -561,22 +561,23 @@ func hasUnchanged(vals []cdc.Value) bool {
 }
 
 func upsert(rel *cdc.Relation, row []cdc.Value, sqls sqlCache) statement {
-	args := make([][]byte, len(rel.Columns))
-	for i := range rel.Columns {
-		args[i] = arg(row[i])
-	}
 	sql := sqls.get(rel, 'u', func() string { return upsertSQL(rel) })
-	return statement{sql: sql, args: args, keyRow: row, together: 'u'}
+	return statement{sql: sql, args: rowArgs(rel, row), keyRow: row, together: 'u'}
 }
 
 // insert is a plain insert of a row, for a transaction of fresh rows.
 func insert(rel *cdc.Relation, row []cdc.Value, sqls sqlCache) statement {
+	sql := sqls.get(rel, 'i', func() string { return rowsSQL(rel, 1, false) })
+	return statement{sql: sql, args: rowArgs(rel, row), together: 'i'}
+}
+
+// rowArgs are the parameters of a whole row.
+func rowArgs(rel *cdc.Relation, row []cdc.Value) [][]byte {
 	args := make([][]byte, len(rel.Columns))
 	for i := range rel.Columns {
 		args[i] = arg(row[i])
 	}
-	sql := sqls.get(rel, 'i', func() string { return rowsSQL(rel, 1, false) })
-	return statement{sql: sql, args: args, together: 'i'}
+	return args
 }
 
 func upsertSQL(rel *cdc.Relation) string { return rowsSQL(rel, 1, true) }
