@@ -91,7 +91,9 @@ func New(w Writer, opts Options, durable Durable, log *zap.Logger) *Applier {
 }
 
 // Run applies events until the channel closes or ctx ends. It returns the first error; an open
-// target transaction is rolled back, so the target stays at its last checkpoint.
+// target transaction is rolled back. The target is then at its last checkpoint, or past it by
+// rows a writer committed on sessions of its own (a MySQL target's lanes), which the replay from
+// the checkpoint writes again, idempotently.
 func (a *Applier) Run(ctx context.Context, events <-chan cdc.Event) (err error) {
 	var (
 		txn        Txn

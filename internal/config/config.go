@@ -76,9 +76,10 @@ type Apply struct {
 	// BatchDelay is the longest a grouped target transaction stays open waiting for more
 	// changes, which bounds the lag added by batching. Default 200ms.
 	BatchDelay Duration `yaml:"batch-delay"`
-	// Workers is how many sessions a MySQL target's batch is written on at the same time,
-	// split by row key (tables whose only unique key is the row key). Default 4, range 1..64.
-	// A PostgreSQL target writes on one session.
+	// Workers is how many lane sessions a MySQL target's batch is written on at the same time,
+	// split by row key (tables whose only unique key is the row key), besides the session that
+	// writes every other change and the checkpoint; 1 writes everything on that one session.
+	// Default 4, range 1..64. A PostgreSQL target writes on one session.
 	Workers int `yaml:"workers"`
 }
 

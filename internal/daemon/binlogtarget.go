@@ -138,20 +138,19 @@ func (s *mysqlSink) isOpen() bool {
 }
 
 func (s *mysqlSink) extraUnique(_ context.Context, tables []*schema.Table) (map[cdc.TableID][]string, error) {
-	var keys map[string][]string
+	var indexes map[cdc.TableID][]schema.Index
 	if err := s.state(func(c *client.Conn) (err error) {
-		keys, err = mysql.ExtraUniqueKeys(c, s.addr.DB, tables)
+		indexes, err = mysql.Indexes(c, s.addr.DB)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	out := map[cdc.TableID][]string{}
+	// The target holds each table under its name, in the target database.
+	mine := map[cdc.TableID][]schema.Index{}
 	for _, t := range tables {
-		if k := keys[t.ID.Name]; len(k) > 0 {
-			out[t.ID] = k
-		}
+		mine[t.ID] = indexes[cdc.TableID{Schema: s.addr.DB, Name: t.ID.Name}]
 	}
-	return out, nil
+	return uniqueKeys(tables, mine), nil
 }
 
 func (s *mysqlSink) dropPosition(ctx context.Context) error {

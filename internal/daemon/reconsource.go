@@ -138,12 +138,23 @@ func (s *mysqlSource) uniqueTables(ctx context.Context) ([]cdc.TableID, error) {
 
 // withUnique lists the tables with a unique index that is not their key.
 func withUnique(tables []*schema.Table, indexes map[cdc.TableID][]schema.Index) []cdc.TableID {
+	keys := uniqueKeys(tables, indexes)
 	var out []cdc.TableID
+	for _, t := range tables {
+		if len(keys[t.ID]) > 0 {
+			out = append(out, t.ID)
+		}
+	}
+	return out
+}
+
+// uniqueKeys names, per table, its unique indexes that are not its key.
+func uniqueKeys(tables []*schema.Table, indexes map[cdc.TableID][]schema.Index) map[cdc.TableID][]string {
+	out := map[cdc.TableID][]string{}
 	for _, t := range tables {
 		for _, ix := range indexes[t.ID] {
 			if ix.Unique && !slices.Equal(ix.Columns, t.Key) {
-				out = append(out, t.ID)
-				break
+				out[t.ID] = append(out[t.ID], ix.Name)
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package mysql
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -248,36 +247,6 @@ func Indexes(c *client.Conn, db string) (map[cdc.TableID][]schema.Index, error) 
 			ix.Prefix = true
 		}
 		out[id] = list
-	}
-	return out, nil
-}
-
-// ExtraUniqueKeys lists the unique keys of tables in database db besides each table's row key
-// (its Key: the primary key, or the unique key chosen when there is none), by table name.
-func ExtraUniqueKeys(c *client.Conn, db string, tables []*schema.Table) (map[string][]string, error) {
-	rows, err := QueryStrings(c, "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "+
-		"WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX", db)
-	if err != nil {
-		return nil, fmt.Errorf("read the unique keys of %s: %w", db, err)
-	}
-	cols := map[[2]string][]string{}
-	var order [][2]string
-	for _, r := range rows {
-		k := [2]string{*r[0], *r[1]}
-		if cols[k] == nil {
-			order = append(order, k)
-		}
-		cols[k] = append(cols[k], *r[2])
-	}
-	keys := map[string][]string{}
-	for _, t := range tables {
-		keys[t.ID.Name] = t.Key
-	}
-	out := map[string][]string{}
-	for _, k := range order {
-		if key, ok := keys[k[0]]; ok && !slices.Equal(cols[k], key) {
-			out[k[0]] = append(out[k[0]], k[1])
-		}
 	}
 	return out, nil
 }

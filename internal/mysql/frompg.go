@@ -71,18 +71,15 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 				def += " NOT NULL"
 			}
 			if !c.AutoIncrement {
-				if d, ok := schema.MySQLDefault(c.Default, typ); !ok {
+				if d, ok := schema.MySQLDefault(c.Default, c.Type, typ); !ok {
 					skipped = append(skipped, fmt.Sprintf("the default %s of %s.%s (not translated: set it on MySQL by hand if the application relies on it)", c.Default, t.ID, c.Name))
 				} else if d != "" {
 					def += " DEFAULT " + d
 				}
-			}
-			if c.AutoIncrement {
-				if why := autoIncrementProblem(t, c.Name, typ); why != "" {
-					skipped = append(skipped, fmt.Sprintf("the ids of %s.%s (identity or serial): %s", t.ID, c.Name, why))
-				} else {
-					def += " AUTO_INCREMENT"
-				}
+			} else if why := autoIncrementProblem(t, c.Name, typ); why != "" {
+				skipped = append(skipped, fmt.Sprintf("the ids of %s.%s (identity or serial): %s", t.ID, c.Name, why))
+			} else {
+				def += " AUTO_INCREMENT"
 			}
 			defs = append(defs, def)
 		}

@@ -484,9 +484,7 @@ func (x *targetTxn) sendFolded(ctx context.Context) error {
 		// No lanes: the rows go in the main session's transaction.
 		err = out[0].send(ctx, parts[0])
 	} else {
-		err = x.t.onLanes(func(i int) bool { return len(parts[i]) > 0 }, func(i int, o *sender) error {
-			return o.round(ctx, parts[i])
-		})
+		err = x.t.rounds(ctx, parts)
 	}
 	if err != nil {
 		x.failed = err
@@ -565,18 +563,15 @@ func laneOf(k string, n int) int {
 	return int(h % uint32(n))
 }
 
-// onLanes runs fn on every sender that want picks, at the same time, and returns the first
-// error in lane order. The main session's turn runs on the calling goroutine.
-func (t *Target) onLanes(want func(i int) bool, fn func(i int, o *sender) error) error {
+// rounds writes parts[i] in a round of lane i (see round), on every lane with rows at the same
+// time, and returns the first error in lane order.
+func (t *Target) rounds(ctx context.Context, parts [][]laneRow) error {
 	errs := make([]error, len(t.out))
 	var wg sync.WaitGroup
 	for i := 1; i < len(t.out); i++ {
-		if want(i) {
-			wg.Go(func() { errs[i] = fn(i, t.out[i]) })
+		if len(parts[i]) > 0 {
+			wg.Go(func() { errs[i] = t.out[i].round(ctx, parts[i]) })
 		}
-	}
-	if want(0) {
-		errs[0] = fn(0, t.out[0])
 	}
 	wg.Wait()
 	for _, err := range errs {

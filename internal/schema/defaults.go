@@ -83,6 +83,9 @@ func pgDefault(def, pgType string) (string, bool) {
 	switch {
 	case pgNumeric.MatchString(pgType):
 		return s, numberRe.MatchString(s)
+	case strings.Contains(pgType, "with time zone"):
+		// MySQL prints a TIMESTAMP literal in the session's time zone, without saying which.
+		return "", false
 	case timeType:
 		return "'" + s + "'", validLiteral(s, pgType)
 	case pgType == "text" || pgType == "json" || pgType == "jsonb" ||
@@ -93,15 +96,21 @@ func pgDefault(def, pgType string) (string, bool) {
 }
 
 // MySQLDefault translates a PostgreSQL column default, as pg_get_expr prints it ('x'::text,
-// 42, true, now(), ...), for a MySQL column of type myType. It returns "" and true for no
-// default, and false for one it does not carry (nextval, other functions, other casts).
-func MySQLDefault(def, myType string) (string, bool) { return carried(mysqlDefault(def, myType)) }
+// 42, true, now(), ...), of a column of type pgType for a MySQL column of type myType. It
+// returns "" and true for no default, and false for one it does not carry (nextval, other
+// functions, other casts, arrays).
+func MySQLDefault(def, pgType, myType string) (string, bool) {
+	return carried(mysqlDefault(def, pgType, myType))
+}
 
-func mysqlDefault(def, myType string) (string, bool) {
+func mysqlDefault(def, pgType, myType string) (string, bool) {
 	d := strings.TrimSpace(def)
 	for {
 		// Casts and parentheses around a literal: 'x'::text, '-1'::integer, (-1).
 		if m := pgCastRe.FindStringSubmatch(d); m != nil {
+			if m[3] != "" {
+				return "", false // an array, whose text MySQL would take as it is
+			}
 			d = strings.TrimSpace(m[1])
 			continue
 		}
@@ -130,11 +139,16 @@ func mysqlDefault(def, myType string) (string, bool) {
 		if !strings.HasPrefix(t, "datetime") && !strings.HasPrefix(t, "timestamp") {
 			return "", false
 		}
-		// The precision must be the column's.
+		// The precision must be the column's. A timestamptz becomes a datetime holding UTC
+		// (the copied rows are in UTC), whatever the application session's time zone.
+		now, fsp := "CURRENT_TIMESTAMP", ""
 		if m := fspRe.FindStringSubmatch(t); m != nil {
-			return "CURRENT_TIMESTAMP(" + m[1] + ")", true
+			fsp = "(" + m[1] + ")"
 		}
-		return "CURRENT_TIMESTAMP", true
+		if strings.Contains(pgType, "with time zone") {
+			return "(UTC_TIMESTAMP" + fsp + ")", true
+		}
+		return now + fsp, true
 	case todayRe.MatchString(d):
 		return "(CURRENT_DATE)", t == "date"
 	}
