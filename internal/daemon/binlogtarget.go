@@ -23,6 +23,7 @@ import (
 	"github.com/migrated/migrated/internal/state"
 	"github.com/migrated/migrated/internal/verify"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 )
 
 // binlogSink is the target of a migration from MySQL: where its schema, its state and its
@@ -230,47 +231,128 @@ func (s *mysqlSink) marks(ctx context.Context) (m map[cdc.TableID]cdc.SnapshotMa
 	return m, err
 }
 
-// post runs the secondary keys and foreign keys left out of the target tables. MySQL DDL
-// commits on its own, so a statement that ran before a crash but was not recorded fails with a
-// duplicate name when run again: that counts as done.
+// post runs the secondary keys and foreign keys left out of the target tables: the keys on
+// snapshot.workers sessions at once, then the foreign keys, which need them, one after another.
+// MySQL DDL commits on its own, so a statement that ran before a crash but was not recorded
+// fails with a duplicate name when run again: that counts as done. The record is the number of
+// statements done from the first on, so a restart may run again some that finished out of order.
 func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
-	c, err := mysql.Connect(ctx, s.addr)
-	if err != nil {
-		return err
+	steps := mig.PostData[mig.PostDone:]
+	keys := len(steps)
+	for i, q := range steps {
+		if mysql.AddsForeignKey(q) {
+			keys = i
+			break
+		}
 	}
-	defer c.Close()
-	if _, err := c.Execute("SET SESSION foreign_key_checks = 0"); err != nil {
-		return err
+	var mu sync.Mutex
+	done, recorded := make([]bool, len(steps)), 0
+	finished := func(i int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		done[i] = true
+		n := recorded
+		for n < len(done) && done[n] {
+			n++
+		}
+		if n == recorded {
+			return nil
+		}
+		recorded = n
+		return s.state(func(c *client.Conn) error { return mysql.SetPostDone(c, s.d.cfg.Name, mig.PostDone+n) })
 	}
-	for i := mig.PostDone; i < len(mig.PostData); i++ {
+	open := func(ctx context.Context) (func(ctx context.Context, i int) error, func(), error) {
+		c, err := mysql.Connect(ctx, s.addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := c.Execute("SET SESSION foreign_key_checks = 0"); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		run := func(ctx context.Context, i int) error {
+			if err := s.postStatement(ctx, c, steps[i]); err != nil {
+				return err
+			}
+			return finished(i)
+		}
+		return run, func() { c.Close() }, nil
+	}
+	return postSteps(ctx, len(steps), keys, s.d.cfg.Snapshot.Workers, open)
+}
+
+// postStatement runs one post-data statement on c.
+func (s *mysqlSink) postStatement(ctx context.Context, c *client.Conn, q string) error {
+	for attempt := 1; ; attempt++ {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		q := mig.PostData[i]
-		for attempt := 1; ; attempt++ {
-			_, err := c.Execute(q)
-			if err == nil {
-				break
-			}
-			var myErr *gomysql.MyError
-			isMy := errors.As(err, &myErr)
-			// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
-			if isMy && (myErr.Code == 1061 || myErr.Code == 1826) {
-				break
-			}
-			// The stream applies beside the DDL: a lock wait or a deadlock with it passes.
-			if isMy && (myErr.Code == gomysql.ER_LOCK_WAIT_TIMEOUT || myErr.Code == gomysql.ER_LOCK_DEADLOCK) && attempt < 5 {
-				s.d.log.Warn("post-data statement waited on the stream's locks; trying again", zap.String("statement", firstWords(q)), zap.Int("attempt", attempt), zap.Error(err))
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(time.Duration(attempt) * time.Second):
-				}
-				continue
-			}
-			return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+		_, err := c.Execute(q)
+		if err == nil {
+			return nil
 		}
-		if err := s.state(func(c *client.Conn) error { return mysql.SetPostDone(c, s.d.cfg.Name, i+1) }); err != nil {
+		var myErr *gomysql.MyError
+		isMy := errors.As(err, &myErr)
+		// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
+		if isMy && (myErr.Code == 1061 || myErr.Code == 1826) {
+			return nil
+		}
+		// The stream applies beside the DDL: a lock wait or a deadlock with it passes.
+		if isMy && (myErr.Code == gomysql.ER_LOCK_WAIT_TIMEOUT || myErr.Code == gomysql.ER_LOCK_DEADLOCK) && attempt < 5 {
+			s.d.log.Warn("post-data statement waited on the stream's locks; trying again", zap.String("statement", firstWords(q)), zap.Int("attempt", attempt), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
+			continue
+		}
+		return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+	}
+}
+
+// postSteps runs post-data steps 0..n-1: the first parallel of them on up to workers sessions
+// at once, then the rest in order on one session. open opens a session and returns how to run a
+// step on it and how to close it.
+func postSteps(ctx context.Context, n, parallel, workers int, open func(ctx context.Context) (run func(ctx context.Context, i int) error, close func(), err error)) error {
+	work := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(work)
+		for i := range parallel {
+			select {
+			case work <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range min(max(workers, 1), parallel) {
+		g.Go(func() error {
+			run, done, err := open(gctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			for i := range work {
+				if err := run(gctx, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil || parallel == n {
+		return err
+	}
+	run, done, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	for i := parallel; i < n; i++ {
+		if err := run(ctx, i); err != nil {
 			return err
 		}
 	}
@@ -643,22 +725,34 @@ func (s *pgSink) marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, e
 	return s.store.Marks(ctx)
 }
 
-// post builds the indexes; PostgreSQL DDL is transactional, so each commits with its record.
+// post builds the indexes, on snapshot.workers sessions at once. PostgreSQL DDL is
+// transactional, so each commits with its own record, and a restart runs only what is left.
 func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
+	done, err := s.store.StepsDone(ctx)
+	if err != nil {
+		return err
+	}
+	var steps []int
 	for i := mig.PostDone; i < len(mig.PostData); i++ {
-		q := mig.PostData[i]
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, q); err != nil {
-				return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
-			}
-			_, err := tx.Exec(ctx, state.StepDoneSQL, s.d.cfg.Name, postStep(i))
-			return err
-		})
-		if err != nil {
-			return err
+		if !done[postStep(i)] {
+			steps = append(steps, i)
 		}
 	}
-	return nil
+	open := func(context.Context) (func(ctx context.Context, n int) error, func(), error) {
+		run := func(ctx context.Context, n int) error {
+			i := steps[n]
+			q := mig.PostData[i]
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
+				}
+				_, err := tx.Exec(ctx, state.StepDoneSQL, s.d.cfg.Name, postStep(i))
+				return err
+			})
+		}
+		return run, func() {}, nil
+	}
+	return postSteps(ctx, len(steps), len(steps), s.d.cfg.Snapshot.Workers, open)
 }
 
 func (s *pgSink) writer(ctx context.Context, source reconSource, tables []*schema.Table, _ int) (apply.Writer, func(), error) {

@@ -91,7 +91,11 @@ func Connect(ctx context.Context, a Addr) (*client.Conn, error) {
 		cfg := &tls.Config{ServerName: a.Host, InsecureSkipVerify: a.SkipVerify, MinVersion: tls.VersionTLS12}
 		opts = append(opts, func(c *client.Conn) error { c.SetTLSConfig(cfg); return nil })
 	}
-	opts = append(opts, func(c *client.Conn) error { return c.SetCharset("utf8mb4") })
+	opts = append(opts, func(c *client.Conn) error { return c.SetCharset("utf8mb4") },
+		// LOAD DATA LOCAL, for snapshot chunks (see load.go). No file is ever read for the
+		// server: loadData answers with the rows it sends, and any other statement fails on a
+		// request for a file.
+		func(c *client.Conn) error { return c.SetCapability(mysql.CLIENT_LOCAL_FILES) })
 	c, err := client.ConnectWithContext(ctx, a.HostPort(), a.User, a.Password, a.DB, 10*time.Second, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to mysql %s@%s/%s: %w", a.User, a.HostPort(), a.DB, redact(err, a.Password))

@@ -102,6 +102,23 @@ func CreateTables(src *client.Conn, srcDB string, dst *client.Conn, dstDB string
 	return append(post, fks...), nil
 }
 
+// AddsForeignKey reports whether a post-data statement of CreateTables adds foreign keys,
+// which must wait for every table's indexes.
+func AddsForeignKey(q string) bool {
+	rest, ok := strings.CutPrefix(q, "ALTER TABLE ")
+	if !ok {
+		return false
+	}
+	_, rest = leadingIdent(rest) // the database
+	_, rest = leadingIdent(strings.TrimPrefix(rest, "."))
+	def, ok := strings.CutPrefix(strings.TrimSpace(rest), "ADD ")
+	if !ok {
+		return false
+	}
+	kind, _ := definitionKind(def)
+	return kind == defForeignKey
+}
+
 // showCreateTable returns the definition SHOW CREATE TABLE prints for a quoted table.
 func showCreateTable(c *client.Conn, table string) (string, error) {
 	rows, err := QueryStrings(c, "SHOW CREATE TABLE "+table)

@@ -95,6 +95,22 @@ func TestSplitCreateTable(t *testing.T) {
 
 var autoIncrementOption = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
 
+func TestAddsForeignKey(t *testing.T) {
+	for q, want := range map[string]bool{
+		"ALTER TABLE `d`.`t` ADD CONSTRAINT `fk` FOREIGN KEY (`p`) REFERENCES `p` (`id`)":                             true,
+		"ALTER TABLE `d`.`t` ADD FOREIGN KEY (`p`) REFERENCES `p` (`id`)":                                             true,
+		"ALTER TABLE `d``x`.`a.b ADD c` ADD CONSTRAINT `x FOREIGN KEY` FOREIGN KEY (`p`) REFERENCES `p`":              true,
+		"ALTER TABLE `d`.`t` ADD KEY `FOREIGN KEY` (`p`), ADD CONSTRAINT `f` FOREIGN KEY (`p`) REFERENCES `p` (`id`)": false,
+		"ALTER TABLE `d`.`FOREIGN KEY` ADD UNIQUE KEY `u` (`p`)":                                                      false,
+		"ALTER TABLE `d`.`t` ADD FULLTEXT KEY `body` (`body`)":                                                        false,
+		"CREATE INDEX x ON t (p)": false,
+	} {
+		if got := AddsForeignKey(q); got != want {
+			t.Errorf("AddsForeignKey(%q) = %v, want %v", q, got, want)
+		}
+	}
+}
+
 func TestCreateTables(t *testing.T) {
 	m := testenv.RequireMariaDB(t)
 	ctx := context.Background()
@@ -155,6 +171,14 @@ func TestCreateTables(t *testing.T) {
 	}
 	if len(post) == 0 || !strings.Contains(post[len(post)-1], "FOREIGN KEY") {
 		t.Errorf("foreign keys must come last in post: %q", post)
+	}
+	// The keys build in parallel, the foreign keys after them: each statement is told apart.
+	var fks []bool
+	for _, q := range post {
+		fks = append(fks, AddsForeignKey(q))
+	}
+	if want := append(make([]bool, len(post)-1), true); !slices.Equal(fks, want) {
+		t.Errorf("AddsForeignKey over post %q = %v, want %v", post, fks, want)
 	}
 	for _, q := range post {
 		if _, err := dst.Execute(q); err != nil {

@@ -55,14 +55,12 @@ func literalClassOf(col *schema.Column) literalClass {
 // appendLiteral appends v as a SQL literal for a column of class cl. It refuses an unchanged
 // value and a "number" that is anything but a number, so a value can never become SQL.
 func appendLiteral(b []byte, cl literalClass, v cdc.Value) ([]byte, error) {
-	switch v.Kind {
-	case cdc.ValueNull:
+	null, err := isNull(v)
+	if err != nil {
+		return b, err
+	}
+	if null {
 		return append(b, "NULL"...), nil
-	case cdc.ValueUnchanged:
-		return b, ErrUnchangedValue
-	case cdc.ValueText:
-	default:
-		return b, fmt.Errorf("unknown value kind %d", v.Kind)
 	}
 	switch cl {
 	case literalFloat32:
@@ -85,6 +83,19 @@ func appendLiteral(b []byte, cl literalClass, v cdc.Value) ([]byte, error) {
 		return append(b, '\''), nil
 	}
 	return appendQuotedString(b, v.Data), nil
+}
+
+// isNull reports whether v is NULL, and refuses an unchanged value, which cannot be written.
+func isNull(v cdc.Value) (bool, error) {
+	switch v.Kind {
+	case cdc.ValueNull:
+		return true, nil
+	case cdc.ValueUnchanged:
+		return false, ErrUnchangedValue
+	case cdc.ValueText:
+		return false, nil
+	}
+	return false, fmt.Errorf("unknown value kind %d", v.Kind)
 }
 
 // isNumberLiteral reports whether s is [+-]digits[.digits][(e|E)[+-]digits] with at least one digit

@@ -57,6 +57,8 @@ type Target struct {
 	// foldable holds the tables whose only unique key on the target is the row key: only a
 	// row's last image in a transaction matters for them (see fold).
 	foldable map[cdc.TableID]bool
+	// noLoad is set once the server refused LOAD DATA LOCAL (see BeginFresh).
+	noLoad bool
 }
 
 // NewTarget connects to a.DB for applying the named stream ("forward" or "reverse") of the
@@ -279,6 +281,9 @@ type targetTxn struct {
 	// failed is the error of a send of folded rows, which cleared them: the transaction may
 	// only be rolled back.
 	failed error
+	// fresh sends inserts as LOAD DATA (see BeginFresh), buffered in load.
+	fresh bool
+	load  loader
 }
 
 // sender buffers one session's multi-row statement: its table shape and kind, its text so far
@@ -324,6 +329,12 @@ func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 		if err != nil {
 			return refuse(c, nil, err)
 		}
+		if x.fresh && c.Op == cdc.OpInsert {
+			return x.loadRow(ctx, s, c)
+		}
+		if err := x.flushLoad(ctx); err != nil {
+			return err
+		}
 		if x.t.foldable[c.Relation.Table] {
 			return x.fold(ctx, s, c)
 		}
@@ -344,13 +355,19 @@ func (x *targetTxn) Add(ctx context.Context, c *cdc.Change) error {
 			return main.push(ctx, s, stmtDelete, c, c.Old)
 		}
 	case cdc.OpTruncate:
-		// The folded rows before it must reach the target first.
+		// The folded and loaded rows before it must reach the target first.
+		if err := x.flushLoad(ctx); err != nil {
+			return err
+		}
 		if err := x.sendFolded(ctx); err != nil {
 			return err
 		}
 		x.serial = true
 		return x.truncate(ctx, c)
 	case cdc.OpMark:
+		if err := x.flushLoad(ctx); err != nil {
+			return err
+		}
 		return x.mark(ctx, c)
 	}
 	return refuse(c, nil, fmt.Errorf("unknown change op %s", c.Op))
@@ -737,6 +754,9 @@ func (x *targetTxn) Commit(ctx context.Context, pos cdc.Position, commitTime tim
 	if x.failed != nil {
 		return x.failed
 	}
+	if err := x.flushLoad(ctx); err != nil {
+		return err
+	}
 	if err := x.sendFolded(ctx); err != nil {
 		return err
 	}
@@ -768,6 +788,7 @@ func (x *targetTxn) Rollback(ctx context.Context) {
 		return
 	}
 	x.done = true
+	x.load.data, x.load.rows = x.load.data[:0], x.load.rows[:0]
 	for _, o := range x.t.out {
 		o.abort(ctx)
 	}
@@ -819,6 +840,7 @@ type shape struct {
 	key   []int
 
 	upsertPrefix, upsertSuffix, deletePrefix, deleteSuffix string
+	load                                                   string // see loadSQL
 }
 
 // shapeOf returns the shape of a relation, built once per table and again only when the
@@ -860,6 +882,7 @@ func newShape(db string, tbl *schema.Table, rel *cdc.Relation) (*shape, error) {
 		byName[tbl.Columns[i].Name] = &tbl.Columns[i]
 	}
 	var cols, set strings.Builder
+	catalog := make([]*schema.Column, 0, len(rel.Columns))
 	for i, rc := range rel.Columns {
 		col := byName[rc.Name]
 		if col == nil {
@@ -870,6 +893,7 @@ func newShape(db string, tbl *schema.Table, rel *cdc.Relation) (*shape, error) {
 		}
 		s.cols = append(s.cols, rc.Name)
 		s.class = append(s.class, literalClassOf(col))
+		catalog = append(catalog, col)
 		q := Quote(rc.Name)
 		if i > 0 {
 			cols.WriteString(", ")
@@ -902,6 +926,7 @@ func newShape(db string, tbl *schema.Table, rel *cdc.Relation) (*shape, error) {
 		s.deletePrefix = "DELETE FROM " + s.table + " WHERE (" + strings.Join(names, ", ") + ") IN ("
 	}
 	s.deleteSuffix = ")"
+	s.load = loadSQL(s.table, s.cols, catalog, s.class)
 	return s, nil
 }
 

@@ -306,7 +306,19 @@ func (p fakePos) String() string { return string(p) }
 // apply runs changes in one target transaction committed at pos.
 func (f *targetFixture) apply(t *testing.T, pos string, changes ...*cdc.Change) error {
 	t.Helper()
-	txn, err := f.target.Begin(f.ctx)
+	return f.write(t, f.target.Begin, fakePos(pos), time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC), changes)
+}
+
+// fresh writes changes as a snapshot chunk: a fresh transaction committed without a checkpoint.
+func (f *targetFixture) fresh(t *testing.T, changes ...*cdc.Change) error {
+	t.Helper()
+	return f.write(t, f.target.BeginFresh, nil, time.Time{}, changes)
+}
+
+// write runs changes in one target transaction opened by begin and committed at pos.
+func (f *targetFixture) write(t *testing.T, begin func(context.Context) (apply.Txn, error), pos cdc.Position, at time.Time, changes []*cdc.Change) error {
+	t.Helper()
+	txn, err := begin(f.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +328,7 @@ func (f *targetFixture) apply(t *testing.T, pos string, changes ...*cdc.Change) 
 			return err
 		}
 	}
-	if err := txn.Commit(f.ctx, fakePos(pos), time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC)); err != nil {
+	if err := txn.Commit(f.ctx, pos, at); err != nil {
 		txn.Rollback(f.ctx)
 		return err
 	}
@@ -344,8 +356,19 @@ func (f *targetFixture) dump(t *testing.T, query string) []string {
 	return out
 }
 
+// TestTargetTypes writes a value of every type through upserts and through a fresh chunk's
+// LOAD DATA, and reads each back exactly.
 func TestTargetTypes(t *testing.T) {
-	f := newTargetFixture(t, "tgt_types", `CREATE TABLE types (
+	t.Run("upserts", func(t *testing.T) { testTargetTypes(t, false) })
+	t.Run("fresh", func(t *testing.T) { testTargetTypes(t, true) })
+}
+
+func testTargetTypes(t *testing.T, fresh bool) {
+	name := "tgt_types"
+	if fresh {
+		name = "tgt_types_fresh"
+	}
+	f := newTargetFixture(t, name, `CREATE TABLE types (
   id int NOT NULL,
   ti tinyint, tiu tinyint unsigned, si smallint, siu smallint unsigned,
   mi mediumint, miu mediumint unsigned, i int, iu int unsigned, bi bigint, biu bigint unsigned,
@@ -354,8 +377,10 @@ func TestTargetTypes(t *testing.T) {
   bn binary(16), vb varbinary(64), bl blob,
   dt date, dtm datetime(6), ts timestamp(6) NULL DEFAULT NULL, tm time(6), y year,
   j json, e enum('a','b','c d'), st set('x','y','z'), b1 bit(1), b64 bit(64),
-  g bigint AS (i * 2) VIRTUAL,
+  pt point, g bigint AS (i * 2) VIRTUAL,
   PRIMARY KEY (id))`)
+	// POINT(1 2) in MySQL's internal form: SRID 0, then WKB.
+	point := "\x00\x00\x00\x00\x01\x01\x00\x00\x00" + "\x00\x00\x00\x00\x00\x00\xf0\x3f" + "\x00\x00\x00\x00\x00\x00\x00\x40"
 	var all256 []byte
 	for i := range 256 {
 		all256 = append(all256, byte(i))
@@ -368,16 +393,16 @@ func TestTargetTypes(t *testing.T) {
 			strPtr("🎉é"), strPtr("it's \"q\" \\ back\x00slash\n\r\x1a🎉"), strPtr(strings.Repeat("long 🎉 text\n", 500)),
 			strPtr("\xff" + strings.Repeat("\x00", 15)), strPtr("\x00'\\\xff"), strPtr(string(all256)),
 			strPtr("1000-01-01"), strPtr("1000-01-01 00:00:00.000000"), strPtr("1970-01-01 00:00:01.000000"), strPtr("-838:59:59.000000"), strPtr("0000"),
-			strPtr(`{"a": [1, 2.5, "x\"y"], "b": null}`), strPtr("c d"), strPtr(""), strPtr("0"), strPtr("0")},
+			strPtr(`{"a": [1, 2.5, "x\"y"], "b": null}`), strPtr("c d"), strPtr(""), strPtr("0"), strPtr("0"), strPtr(point)},
 		{strPtr("2"), strPtr("127"), strPtr("255"), strPtr("32767"), strPtr("65535"), strPtr("8388607"), strPtr("16777215"), strPtr("2147483647"), strPtr("4294967295"),
 			strPtr("9223372036854775807"), strPtr("18446744073709551615"),
 			strPtr("0.000000000000000000000000000001"), strPtr("1.5"), strPtr("2.718281828459045"),
-			strPtr("abc"), strPtr(""), strPtr(""),
+			strPtr(`\N`), strPtr(""), strPtr("tab\there\\N\\\n"),
 			strPtr(strings.Repeat("\x00", 16)), strPtr(""), strPtr(""),
 			strPtr("9999-12-31"), strPtr("9999-12-31 23:59:59.999999"), strPtr("2038-01-19 03:14:07.999999"), strPtr("-00:00:01.500000"), strPtr("2024"),
-			strPtr(`[]`), strPtr("a"), strPtr("x,z"), strPtr("1"), strPtr("18446744073709551615")},
+			strPtr(`[]`), strPtr("a"), strPtr("x,z"), strPtr("1"), strPtr("18446744073709551615"), nil},
 		{strPtr("3"), nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
-			nil, nil, nil, nil, nil, nil, nil, nil, nil, nil},
+			nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil},
 	}
 	rel := f.rel(t, "types")
 	if got, want := len(rel.Columns), len(rows[0]); got != want {
@@ -387,7 +412,15 @@ func TestTargetTypes(t *testing.T) {
 	for _, r := range rows {
 		changes = append(changes, &cdc.Change{Op: cdc.OpInsert, Relation: rel, New: valuesOf(r...)})
 	}
-	if err := f.apply(t, "1", changes...); err != nil {
+	if fresh {
+		loads, inserts := comLoad(t, f)
+		if err := f.fresh(t, changes...); err != nil {
+			t.Fatal(err)
+		}
+		if l, i := comLoad(t, f); l != loads+1 || i != inserts {
+			t.Fatalf("the fresh chunk took %d LOAD DATA and %d INSERT statements, want 1 and 0", l-loads, i-inserts)
+		}
+	} else if err := f.apply(t, "1", changes...); err != nil {
 		t.Fatal(err)
 	}
 	var sel []string
@@ -891,5 +924,94 @@ func TestOneRowDeleteUsesKey(t *testing.T) {
 	}
 	if n, _, _ := QueryString(c, "SELECT count(*) FROM items WHERE o = 42 AND n = 7"); n != "0" {
 		t.Errorf("the row is still there")
+	}
+}
+
+// comLoad counts the LOAD DATA and INSERT statements the target session has run.
+func comLoad(t *testing.T, f *targetFixture) (loads, inserts int) {
+	t.Helper()
+	rows, err := QueryStrings(f.target.conn, "SHOW SESSION STATUS WHERE Variable_name IN ('Com_load', 'Com_insert')")
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("Com_load, Com_insert: %v", err)
+	}
+	for _, r := range rows {
+		n, _ := strconv.Atoi(*r[1])
+		if strings.EqualFold(*r[0], "Com_load") {
+			loads = n
+		} else {
+			inserts = n
+		}
+	}
+	return loads, inserts
+}
+
+// TestTargetFreshChunks covers a snapshot chunk written by LOAD DATA: over rows the stream
+// wrote first, with its mark, with a row the target refuses, and on a server that does not
+// allow LOCAL.
+func TestTargetFreshChunks(t *testing.T) {
+	f := newTargetFixture(t, "tgt_fresh", kvDDL)
+	kv := f.rel(t, "kv")
+	// The stream wrote rows 1..3 first; the chunk holds 2..2001 as read after.
+	if err := f.apply(t, "1", kvChange(kv, cdc.OpInsert, "1", "stream"), kvChange(kv, cdc.OpInsert, "2", "stream"),
+		kvChange(kv, cdc.OpInsert, "3", "stream")); err != nil {
+		t.Fatal(err)
+	}
+	var chunk []*cdc.Change
+	for i := 2; i <= 2001; i++ {
+		chunk = append(chunk, kvChange(kv, cdc.OpInsert, fmt.Sprint(i), fmt.Sprint("chunk\t", i)))
+	}
+	mark := &cdc.Change{Op: cdc.OpMark, Relation: kv, Mark: &cdc.SnapshotMark{Cursor: []string{"2001"}, Rows: 2000}}
+	loads, inserts := comLoad(t, f)
+	if err := f.fresh(t, append(chunk, mark)...); err != nil {
+		t.Fatal(err)
+	}
+	// One LOAD DATA for the rows, one INSERT for the mark.
+	if l, i := comLoad(t, f); l != loads+1 || i != inserts+1 {
+		t.Errorf("the chunk took %d LOAD DATA and %d INSERT statements, want 1 and 1", l-loads, i-inserts)
+	}
+	want := []string{`"2001" "1" "1" "2000"`}
+	if got := f.dump(t, "SELECT count(*), sum(v = 'stream'), sum(id = 1), sum(v LIKE 'chunk\t%') FROM kv"); !slices.Equal(got, want) {
+		t.Errorf("kv (rows, stream rows, row 1, chunk rows) = %q, want %q", got, want)
+	}
+	marks, err := ReadMarks(f.dstConn, f.migration)
+	if err != nil || marks[kv.Table].Rows != 2000 || !slices.Equal(marks[kv.Table].Cursor, []string{"2001"}) {
+		t.Errorf("the mark did not commit with the chunk: %+v, %v", marks[kv.Table], err)
+	}
+
+	// A row the target refuses (too long for varchar(20)) is named, and nothing of the chunk stays.
+	bad := []*cdc.Change{kvChange(kv, cdc.OpInsert, "5000", "fine"), kvChange(kv, cdc.OpInsert, "5001", strings.Repeat("x", 21)),
+		kvChange(kv, cdc.OpInsert, "5002", "fine")}
+	err = f.fresh(t, bad...)
+	var ce *apply.ChangeError
+	if !errors.As(err, &ce) || ce.Key != "id=5001" {
+		t.Fatalf("a refused row: err = %v, want a ChangeError naming id=5001", err)
+	}
+	if got := f.dump(t, "SELECT count(*) FROM kv WHERE id >= 5000"); !slices.Equal(got, []string{`"0"`}) {
+		t.Errorf("the refused chunk left %q rows", got)
+	}
+	if f.target.noLoad {
+		t.Error("a refused row turned LOAD DATA off")
+	}
+
+	// A server that does not allow LOCAL: the chunk goes as upserts, and is not asked again.
+	if _, err := f.dstConn.Execute("SET GLOBAL local_infile = 0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = f.dstConn.Execute("SET GLOBAL local_infile = 1") })
+	if err := f.fresh(t, kvChange(kv, cdc.OpInsert, "6000", "no local"), kvChange(kv, cdc.OpInsert, "2", "no local")); err != nil {
+		t.Fatal(err)
+	}
+	if !f.target.noLoad {
+		t.Error("a refused LOAD DATA LOCAL will be tried again")
+	}
+	if got, want := f.dump(t, "SELECT id, v FROM kv WHERE v = 'no local' ORDER BY id"), []string{`"2" "no local"`, `"6000" "no local"`}; !slices.Equal(got, want) {
+		t.Errorf("without LOCAL: %q, want %q", got, want)
+	}
+	loads, _ = comLoad(t, f)
+	if err := f.fresh(t, kvChange(kv, cdc.OpInsert, "6001", "no local")); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := comLoad(t, f); l != loads {
+		t.Error("LOAD DATA was tried again after the server refused LOCAL")
 	}
 }
