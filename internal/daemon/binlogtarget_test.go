@@ -2,7 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
@@ -73,5 +77,64 @@ func TestLowerUUIDs(t *testing.T) {
 	}
 	if same := lower(row, nil); &same[0] != &row[0] {
 		t.Error("a row without uuid columns was copied")
+	}
+}
+
+// TestPostSteps: the parallel steps run on at most workers sessions at once, the rest after all
+// of them, in order, and a failed step stops what has not started.
+func TestPostSteps(t *testing.T) {
+	var mu sync.Mutex
+	var running, most, opened int
+	var finished []int
+	open := func(fail int) func(context.Context) (func(context.Context, int) error, func(), error) {
+		return func(context.Context) (func(context.Context, int) error, func(), error) {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+			run := func(_ context.Context, i int) error {
+				mu.Lock()
+				running++
+				most = max(most, running)
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond) // let the sessions overlap
+				mu.Lock()
+				defer mu.Unlock()
+				running--
+				if i == fail {
+					return errors.New("refused")
+				}
+				finished = append(finished, i)
+				return nil
+			}
+			return run, func() {}, nil
+		}
+	}
+	if err := postSteps(context.Background(), 8, 6, 3, open(-1)); err != nil {
+		t.Fatal(err)
+	}
+	if most < 2 || most > 3 || opened != 4 {
+		t.Errorf("%d steps at once on %d sessions, want 2 or 3 at once on 3 + 1", most, opened)
+	}
+	if len(finished) != 8 || !slices.Equal(finished[6:], []int{6, 7}) {
+		t.Errorf("steps finished in order %v, want 0..5 in any order, then 6, 7", finished)
+	}
+	for i := range 6 {
+		if !slices.Contains(finished[:6], i) {
+			t.Errorf("parallel step %d did not run before the serial ones: %v", i, finished)
+		}
+	}
+
+	finished, opened = nil, 0
+	err := postSteps(context.Background(), 8, 6, 2, open(1))
+	if err == nil || err.Error() != "refused" {
+		t.Fatalf("a failed step: err = %v", err)
+	}
+	if slices.Contains(finished, 6) || slices.Contains(finished, 7) {
+		t.Errorf("the serial steps ran after a failed one: %v", finished)
+	}
+	// No parallel steps: one session runs them all in order.
+	finished, opened = nil, 0
+	if err := postSteps(context.Background(), 3, 0, 4, open(-1)); err != nil || !slices.Equal(finished, []int{0, 1, 2}) || opened != 1 {
+		t.Errorf("serial only: %v, %v on %d sessions", err, finished, opened)
 	}
 }
