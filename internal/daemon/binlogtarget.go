@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -231,36 +232,32 @@ func (s *mysqlSink) marks(ctx context.Context) (m map[cdc.TableID]cdc.SnapshotMa
 	return m, err
 }
 
-// post runs the secondary keys and foreign keys left out of the target tables: the keys on
-// snapshot.workers sessions at once, then the foreign keys, which need them, one after another.
-// MySQL DDL commits on its own, so a statement that ran before a crash but was not recorded
-// fails with a duplicate name when run again: that counts as done. The record is the number of
-// statements done from the first on, so a restart may run again some that finished out of order.
+// post runs the secondary keys and foreign keys left out of the target tables: each table's
+// keys in order, several tables at once (see postSteps), then the foreign keys, which need
+// them, one after another. MySQL DDL commits on its own, so a statement that ran before a crash
+// but was not recorded fails with a duplicate name when run again: that counts as done. The
+// record is the number of statements done from the first on (see prefix), so a restart may run
+// again some that finished out of order, and they count as done the same way.
 func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
 	steps := mig.PostData[mig.PostDone:]
-	keys := len(steps)
+	var groups [][]int
+	var serial []int
+	group := map[string]int{}
 	for i, q := range steps {
-		if mysql.AddsForeignKey(q) {
-			keys = i
-			break
+		if len(serial) > 0 || mysql.AddsForeignKey(q) {
+			serial = append(serial, i)
+			continue
 		}
+		table := mysql.AlteredTable(q)
+		g, ok := group[table]
+		if !ok {
+			g = len(groups)
+			group[table] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
 	}
-	var mu sync.Mutex
-	done, recorded := make([]bool, len(steps)), 0
-	finished := func(i int) error {
-		mu.Lock()
-		defer mu.Unlock()
-		done[i] = true
-		n := recorded
-		for n < len(done) && done[n] {
-			n++
-		}
-		if n == recorded {
-			return nil
-		}
-		recorded = n
-		return s.state(func(c *client.Conn) error { return mysql.SetPostDone(c, s.d.cfg.Name, mig.PostDone+n) })
-	}
+	done := newPrefix(len(steps))
 	open := func(ctx context.Context) (func(ctx context.Context, i int) error, func(), error) {
 		c, err := mysql.Connect(ctx, s.addr)
 		if err != nil {
@@ -270,15 +267,43 @@ func (s *mysqlSink) post(ctx context.Context, mig *mysql.Migration) error {
 			c.Close()
 			return nil, nil, err
 		}
+		// The client takes no context: a cancelled post-data closes the session under its
+		// statement, and the server stops the build.
+		stop := context.AfterFunc(ctx, func() { c.Close() })
 		run := func(ctx context.Context, i int) error {
 			if err := s.postStatement(ctx, c, steps[i]); err != nil {
 				return err
 			}
-			return finished(i)
+			if n, ok := done.finish(i); ok {
+				return s.state(func(c *client.Conn) error { return mysql.SetPostDone(c, s.d.cfg.Name, mig.PostDone+n) })
+			}
+			return nil
 		}
-		return run, func() { c.Close() }, nil
+		return run, func() { stop(); c.Close() }, nil
 	}
-	return postSteps(ctx, len(steps), keys, s.d.cfg.Snapshot.Workers, open)
+	return postSteps(ctx, groups, serial, s.d.cfg.Snapshot.Workers, open)
+}
+
+// prefix counts the steps done from the first on, when steps finish in any order.
+type prefix struct {
+	mu   sync.Mutex
+	done []bool
+	n    int
+}
+
+func newPrefix(steps int) *prefix { return &prefix{done: make([]bool, steps)} }
+
+// finish marks step i done and returns the count of steps done from the first on, and whether
+// it grew.
+func (p *prefix) finish(i int) (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done[i] = true
+	was := p.n
+	for p.n < len(p.done) && p.done[p.n] {
+		p.n++
+	}
+	return p.n, p.n > was
 }
 
 // postStatement runs one post-data statement on c.
@@ -291,10 +316,14 @@ func (s *mysqlSink) postStatement(ctx context.Context, c *client.Conn, q string)
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		var myErr *gomysql.MyError
 		isMy := errors.As(err, &myErr)
-		// 1061 duplicate key name, 1826 duplicate foreign key name: ran before a crash.
-		if isMy && (myErr.Code == 1061 || myErr.Code == 1826) {
+		// 1061 duplicate key name, 1826 duplicate foreign key name (1005 with errno 121 with
+		// foreign key checks on): ran before a crash.
+		if isMy && (myErr.Code == 1061 || myErr.Code == 1826 || (myErr.Code == 1005 && strings.Contains(myErr.Message, "errno: 121"))) {
 			return nil
 		}
 		// The stream applies beside the DDL: a lock wait or a deadlock with it passes.
@@ -311,39 +340,45 @@ func (s *mysqlSink) postStatement(ctx context.Context, c *client.Conn, q string)
 	}
 }
 
-// postSteps runs post-data steps 0..n-1: the first parallel of them on up to workers sessions
-// at once, then the rest in order on one session. open opens a session and returns how to run a
-// step on it and how to close it.
-func postSteps(ctx context.Context, n, parallel, workers int, open func(ctx context.Context) (run func(ctx context.Context, i int) error, close func(), err error)) error {
-	work := make(chan int)
+// maxPostSessions bounds the post-data builds at once, each with its own sort memory
+// (PostgreSQL's maintenance_work_mem, InnoDB's sort buffers), whatever snapshot.workers is.
+const maxPostSessions = 4
+
+// postSteps runs post-data steps: the groups at once on up to workers sessions (at most
+// maxPostSessions), each group's steps in order on one session, then the serial steps in order
+// on one session. open opens a session and returns how to run a step on it and how to close it.
+func postSteps(ctx context.Context, groups [][]int, serial []int, workers int, open func(ctx context.Context) (run func(ctx context.Context, i int) error, close func(), err error)) error {
+	work := make(chan []int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		for i := range parallel {
+		for _, steps := range groups {
 			select {
-			case work <- i:
+			case work <- steps:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
 		}
 		return nil
 	})
-	for range min(max(workers, 1), parallel) {
+	for range min(max(workers, 1), maxPostSessions, len(groups)) {
 		g.Go(func() error {
 			run, done, err := open(gctx)
 			if err != nil {
 				return err
 			}
 			defer done()
-			for i := range work {
-				if err := run(gctx, i); err != nil {
-					return err
+			for steps := range work {
+				for _, i := range steps {
+					if err := run(gctx, i); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil || parallel == n {
+	if err := g.Wait(); err != nil || len(serial) == 0 {
 		return err
 	}
 	run, done, err := open(ctx)
@@ -351,7 +386,7 @@ func postSteps(ctx context.Context, n, parallel, workers int, open func(ctx cont
 		return err
 	}
 	defer done()
-	for i := parallel; i < n; i++ {
+	for _, i := range serial {
 		if err := run(ctx, i); err != nil {
 			return err
 		}
@@ -725,24 +760,28 @@ func (s *pgSink) marks(ctx context.Context) (map[cdc.TableID]cdc.SnapshotMark, e
 	return s.store.Marks(ctx)
 }
 
-// post builds the indexes, on snapshot.workers sessions at once. PostgreSQL DDL is
-// transactional, so each commits with its own record, and a restart runs only what is left.
+// post builds the indexes, several at once (see postSteps), each on a session of its own.
+// PostgreSQL DDL is transactional, so each commits with its own record, and a restart runs only
+// what is left.
 func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
 	done, err := s.store.StepsDone(ctx)
 	if err != nil {
 		return err
 	}
-	var steps []int
+	var groups [][]int
 	for i := mig.PostDone; i < len(mig.PostData); i++ {
 		if !done[postStep(i)] {
-			steps = append(steps, i)
+			groups = append(groups, []int{i})
 		}
 	}
-	open := func(context.Context) (func(ctx context.Context, n int) error, func(), error) {
-		run := func(ctx context.Context, n int) error {
-			i := steps[n]
+	open := func(ctx context.Context) (func(ctx context.Context, i int) error, func(), error) {
+		conn, err := pgx.Connect(ctx, s.dsn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to the target: %w", redactErr(err, s.dsn))
+		}
+		run := func(ctx context.Context, i int) error {
 			q := mig.PostData[i]
-			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 				if _, err := tx.Exec(ctx, q); err != nil {
 					return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
 				}
@@ -750,9 +789,9 @@ func (s *pgSink) post(ctx context.Context, mig *mysql.Migration) error {
 				return err
 			})
 		}
-		return run, func() {}, nil
+		return run, func() { conn.Close(context.WithoutCancel(ctx)) }, nil
 	}
-	return postSteps(ctx, len(steps), len(steps), s.d.cfg.Snapshot.Workers, open)
+	return postSteps(ctx, groups, nil, s.d.cfg.Snapshot.Workers, open)
 }
 
 func (s *pgSink) writer(ctx context.Context, source reconSource, tables []*schema.Table, _ int) (apply.Writer, func(), error) {

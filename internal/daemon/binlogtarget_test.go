@@ -80,12 +80,15 @@ func TestLowerUUIDs(t *testing.T) {
 	}
 }
 
-// TestPostSteps: the parallel steps run on at most workers sessions at once, the rest after all
-// of them, in order, and a failed step stops what has not started.
+// TestPostSteps: groups run at once on at most maxPostSessions sessions, each group's steps in
+// order, the serial steps after all of them, in order; a failed step stops what has not started.
 func TestPostSteps(t *testing.T) {
 	var mu sync.Mutex
 	var running, most, opened int
 	var finished []int
+	// Step 0 waits until another step runs beside it: the groups must run at once.
+	beside := make(chan struct{})
+	var besideOnce sync.Once
 	open := func(fail int) func(context.Context) (func(context.Context, int) error, func(), error) {
 		return func(context.Context) (func(context.Context, int) error, func(), error) {
 			mu.Lock()
@@ -96,7 +99,15 @@ func TestPostSteps(t *testing.T) {
 				running++
 				most = max(most, running)
 				mu.Unlock()
-				time.Sleep(5 * time.Millisecond) // let the sessions overlap
+				if i == 0 {
+					select {
+					case <-beside:
+					case <-time.After(10 * time.Second):
+						return errors.New("no step ran beside step 0")
+					}
+				} else {
+					besideOnce.Do(func() { close(beside) })
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				running--
@@ -109,32 +120,45 @@ func TestPostSteps(t *testing.T) {
 			return run, func() {}, nil
 		}
 	}
-	if err := postSteps(context.Background(), 8, 6, 3, open(-1)); err != nil {
+	groups := [][]int{{0}, {1, 2, 3}, {4}, {5}, {6}, {7}}
+	if err := postSteps(context.Background(), groups, []int{8, 9}, 64, open(-1)); err != nil {
 		t.Fatal(err)
 	}
-	if most < 2 || most > 3 || opened != 4 {
-		t.Errorf("%d steps at once on %d sessions, want 2 or 3 at once on 3 + 1", most, opened)
+	if most > maxPostSessions || opened != maxPostSessions+1 {
+		t.Errorf("%d steps at once on %d sessions, want at most %d at once on %d + 1", most, opened, maxPostSessions, maxPostSessions)
 	}
-	if len(finished) != 8 || !slices.Equal(finished[6:], []int{6, 7}) {
-		t.Errorf("steps finished in order %v, want 0..5 in any order, then 6, 7", finished)
+	if len(finished) != 10 || !slices.Equal(finished[8:], []int{8, 9}) {
+		t.Errorf("steps finished in order %v, want 0..7, then 8, 9", finished)
 	}
-	for i := range 6 {
-		if !slices.Contains(finished[:6], i) {
-			t.Errorf("parallel step %d did not run before the serial ones: %v", i, finished)
-		}
+	if a, b, c := slices.Index(finished, 1), slices.Index(finished, 2), slices.Index(finished, 3); a < 0 || a > b || b > c {
+		t.Errorf("a group's steps finished out of order: %v", finished)
 	}
 
 	finished, opened = nil, 0
-	err := postSteps(context.Background(), 8, 6, 2, open(1))
+	err := postSteps(context.Background(), [][]int{{1, 2}, {4}}, []int{8}, 2, open(1))
 	if err == nil || err.Error() != "refused" {
 		t.Fatalf("a failed step: err = %v", err)
 	}
-	if slices.Contains(finished, 6) || slices.Contains(finished, 7) {
-		t.Errorf("the serial steps ran after a failed one: %v", finished)
+	if slices.Contains(finished, 2) || slices.Contains(finished, 8) {
+		t.Errorf("steps after a failed one ran: %v", finished)
 	}
-	// No parallel steps: one session runs them all in order.
+	// Serial steps only: one session runs them in order.
 	finished, opened = nil, 0
-	if err := postSteps(context.Background(), 3, 0, 4, open(-1)); err != nil || !slices.Equal(finished, []int{0, 1, 2}) || opened != 1 {
+	if err := postSteps(context.Background(), nil, []int{1, 2, 3}, 4, open(-1)); err != nil || !slices.Equal(finished, []int{1, 2, 3}) || opened != 1 {
 		t.Errorf("serial only: %v, %v on %d sessions", err, finished, opened)
+	}
+}
+
+// TestPrefix: the record of post-data progress counts the steps done from the first on, so
+// that a restart never skips a step that did not finish.
+func TestPrefix(t *testing.T) {
+	p := newPrefix(5)
+	for _, step := range []struct {
+		finish, want int
+		grew         bool
+	}{{2, 0, false}, {1, 0, false}, {0, 3, true}, {4, 3, false}, {3, 5, true}} {
+		if n, grew := p.finish(step.finish); n != step.want || grew != step.grew {
+			t.Errorf("finish(%d) = %d, %v; want %d, %v", step.finish, n, grew, step.want, step.grew)
+		}
 	}
 }

@@ -84,18 +84,23 @@ const sessionSetup = "SET SESSION time_zone = '+00:00', " +
 
 // Connect opens a session on the DSN's database with the session settings every migrated
 // session uses.
-func Connect(ctx context.Context, a Addr) (*client.Conn, error) {
+func Connect(ctx context.Context, a Addr) (*client.Conn, error) { return connect(ctx, a, false) }
+
+// connect opens a session; localFiles lets it run LOAD DATA LOCAL (a target writer's session,
+// see load.go). No file is ever read for the server: loadData answers with the rows it sends.
+// Only the target's writer sessions ask for it, since on any other statement a server's file
+// request leaves the connection unusable.
+func connect(ctx context.Context, a Addr, localFiles bool) (*client.Conn, error) {
 	var opts []client.Option
 	if a.TLS {
 		// The server name is needed to verify the certificate; skip-verify is for test servers.
 		cfg := &tls.Config{ServerName: a.Host, InsecureSkipVerify: a.SkipVerify, MinVersion: tls.VersionTLS12}
 		opts = append(opts, func(c *client.Conn) error { c.SetTLSConfig(cfg); return nil })
 	}
-	opts = append(opts, func(c *client.Conn) error { return c.SetCharset("utf8mb4") },
-		// LOAD DATA LOCAL, for snapshot chunks (see load.go). No file is ever read for the
-		// server: loadData answers with the rows it sends, and any other statement fails on a
-		// request for a file.
-		func(c *client.Conn) error { return c.SetCapability(mysql.CLIENT_LOCAL_FILES) })
+	opts = append(opts, func(c *client.Conn) error { return c.SetCharset("utf8mb4") })
+	if localFiles {
+		opts = append(opts, func(c *client.Conn) error { return c.SetCapability(mysql.CLIENT_LOCAL_FILES) })
+	}
 	c, err := client.ConnectWithContext(ctx, a.HostPort(), a.User, a.Password, a.DB, 10*time.Second, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to mysql %s@%s/%s: %w", a.User, a.HostPort(), a.DB, redact(err, a.Password))

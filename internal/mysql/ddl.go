@@ -105,18 +105,31 @@ func CreateTables(src *client.Conn, srcDB string, dst *client.Conn, dstDB string
 // AddsForeignKey reports whether a post-data statement of CreateTables adds foreign keys,
 // which must wait for every table's indexes.
 func AddsForeignKey(q string) bool {
-	rest, ok := strings.CutPrefix(q, "ALTER TABLE ")
-	if !ok {
-		return false
-	}
-	_, rest = leadingIdent(rest) // the database
-	_, rest = leadingIdent(strings.TrimPrefix(rest, "."))
-	def, ok := strings.CutPrefix(strings.TrimSpace(rest), "ADD ")
+	_, def, ok := splitAlter(q)
 	if !ok {
 		return false
 	}
 	kind, _ := definitionKind(def)
 	return kind == defForeignKey
+}
+
+// AlteredTable returns the quoted table a post-data statement of CreateTables alters.
+func AlteredTable(q string) string {
+	table, _, _ := splitAlter(q)
+	return table
+}
+
+// splitAlter splits "ALTER TABLE `db`.`t` ADD def..." into the quoted table and the first
+// definition.
+func splitAlter(q string) (table, def string, ok bool) {
+	rest, ok := strings.CutPrefix(q, "ALTER TABLE ")
+	if !ok {
+		return "", "", false
+	}
+	db, rest := leadingIdent(rest)
+	name, rest := leadingIdent(strings.TrimPrefix(rest, "."))
+	def, ok = strings.CutPrefix(strings.TrimSpace(rest), "ADD ")
+	return QuoteTable(db, name), def, ok
 }
 
 // showCreateTable returns the definition SHOW CREATE TABLE prints for a quoted table.

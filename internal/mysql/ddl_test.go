@@ -176,6 +176,9 @@ func TestCreateTables(t *testing.T) {
 	var fks []bool
 	for _, q := range post {
 		fks = append(fks, AddsForeignKey(q))
+		if table := AlteredTable(q); !strings.HasPrefix(q, "ALTER TABLE "+table+" ADD ") || !strings.HasPrefix(table, "`"+dstDB+"`.`") {
+			t.Errorf("AlteredTable(%q) = %q", q, table)
+		}
 	}
 	if want := append(make([]bool, len(post)-1), true); !slices.Equal(fks, want) {
 		t.Errorf("AddsForeignKey over post %q = %v, want %v", post, fks, want)

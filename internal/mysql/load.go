@@ -54,7 +54,9 @@ func loadSQL(table string, cols []string, catalog []*schema.Column, class []lite
 		switch {
 		case class[i] == literalBytes:
 			list, set = append(list, v), append(set, q+" = UNHEX("+v+")")
-		case catalog[i].DataType == "bit":
+		case catalog[i].DataType == "bit", catalog[i].DataType == "year":
+			// As numbers, like their literals: a BIT field would be read as bytes, and the
+			// text '0' is the year 2000 where the number 0 is 0000.
 			list, set = append(list, v), append(set, q+" = CAST("+v+" AS UNSIGNED)")
 		default:
 			list = append(list, q)
@@ -171,25 +173,11 @@ func (x *targetTxn) flushLoad(ctx context.Context) error {
 	}
 	s, rows := l.shape, l.rows
 	defer func() { l.data, l.rows = l.data[:0], l.rows[:0] }()
-	if err := x.t.exec(ctx, "SAVEPOINT migrated_load"); err != nil {
-		return changeError(rows[0], s, err)
-	}
-	affected, warnings, err := x.t.loadData(ctx, s.load, l.data)
-	n := uint64(len(rows))
-	if err == nil && warnings == 0 && affected >= n && affected <= 2*n {
-		return nil // each row inserted, or replaced: deleted and inserted
-	}
-	var myErr *mysql.MyError
-	if err != nil && (!errors.As(err, &myErr) || apply.IsTransient(classify(err))) {
-		return changeError(rows[0], s, err)
-	}
-	if err != nil && (myErr.Code == 1148 || myErr.Code == 3948 || myErr.Code == 4166) {
-		// local_infile is off: ER_NOT_ALLOWED_COMMAND (older servers),
-		// ER_CLIENT_LOCAL_FILES_DISABLED (MySQL 8), ER_LOAD_INFILE_CAPABILITY_DISABLED (MariaDB).
-		x.t.noLoad = true
-	}
-	if err := x.t.exec(ctx, "ROLLBACK TO SAVEPOINT migrated_load"); err != nil {
-		return changeError(rows[0], s, err)
+	if !x.t.noLoad {
+		loaded, err := x.loadRows(ctx, s, rows)
+		if loaded || err != nil {
+			return err
+		}
 	}
 	main := x.t.out[0]
 	for _, c := range rows {
@@ -200,17 +188,52 @@ func (x *targetTxn) flushLoad(ctx context.Context) error {
 	return main.flush(ctx)
 }
 
-// loadData runs a LOAD DATA LOCAL INFILE statement whose file is data, and returns the rows
-// it affected and its warnings. It answers only a request for loadFile: a server asking for any
-// other file gets nothing.
-func (s *session) loadData(ctx context.Context, q string, data []byte) (affected uint64, warnings uint16, err error) {
-	if err := ctx.Err(); err != nil {
-		return 0, 0, err
+// loadRows sends the buffered rows of s as one LOAD DATA statement, after a savepoint. loaded
+// is false when the rows are still to be written: the statement was refused, or taken with a
+// warning or a row count other than one insert or replace per row, and rolled back.
+func (x *targetTxn) loadRows(ctx context.Context, s *shape, rows []*cdc.Change) (loaded bool, err error) {
+	if err := x.t.exec(ctx, "SAVEPOINT migrated_load"); err != nil {
+		return false, changeError(rows[0], s, err)
 	}
+	affected, warnings, asked, err := x.t.loadData(ctx, s.load, x.load.data)
+	n := uint64(len(rows))
+	if err == nil && warnings == 0 && affected >= n && affected <= 2*n {
+		return true, nil // each row inserted, or replaced: deleted and inserted
+	}
+	var myErr *mysql.MyError
+	switch {
+	case errors.Is(err, errWrongFile):
+		return false, err
+	case err != nil && (!errors.As(err, &myErr) || apply.IsTransient(classify(err))):
+		return false, changeError(rows[0], s, err)
+	case err != nil && !asked:
+		// Refused before any row was read: local_infile is off (1148, MySQL 8's 3948,
+		// MariaDB's 4166), or a proxy or a privilege stands in the way. Not asked again.
+		x.t.noLoad = true
+	}
+	if err := x.t.exec(ctx, "ROLLBACK TO SAVEPOINT migrated_load"); err != nil {
+		return false, changeError(rows[0], s, err)
+	}
+	return false, nil
+}
+
+// errWrongFile means the server asked for a file migrated did not name.
+var errWrongFile = errors.New("the target asked LOAD DATA for a file migrated did not name; migrated sends only the rows it names, so this server (or a proxy in front of it) is not one migrated can write to")
+
+// loadData runs a LOAD DATA LOCAL INFILE statement whose file is data, and returns the rows
+// it affected, its warnings, and whether the server asked for the file. It answers only a
+// request for loadFile: a server asking for any other file gets nothing, and errWrongFile.
+func (s *session) loadData(ctx context.Context, q string, data []byte) (affected uint64, warnings uint16, asked bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, false, err
+	}
+	wrong := false
 	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Now()) })
 	r, err := s.conn.ExecQueryRelayLocalInfile(q, func(name []byte) (io.Reader, error) {
+		asked = true
 		if string(name) != loadFile {
-			return nil, fmt.Errorf("the target asked for file %q, not for the rows migrated sent", name)
+			wrong = true
+			return nil, errWrongFile
 		}
 		return bytes.NewReader(data), nil
 	})
@@ -220,11 +243,14 @@ func (s *session) loadData(ctx context.Context, q string, data []byte) (affected
 	}
 	if !stop() {
 		s.broken = true
-		return 0, 0, fmt.Errorf("interrupted: %w", context.Cause(ctx))
+		return 0, 0, asked, fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
+	if wrong {
+		return 0, 0, asked, errWrongFile
 	}
 	var myErr *mysql.MyError
 	if err != nil && !errors.As(err, &myErr) {
 		s.broken = true
 	}
-	return affected, warnings, err
+	return affected, warnings, asked, err
 }

@@ -67,7 +67,7 @@ type Target struct {
 // rows of a source transaction grouped with others must not be refused for their order. Reads
 // are READ COMMITTED, so that the upserts take no gap locks.
 func NewTarget(ctx context.Context, a Addr, migration, stream string, tables []*schema.Table) (*Target, error) {
-	conn, err := Connect(ctx, a)
+	conn, err := connect(ctx, a, true)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -138,7 +138,7 @@ const laneLockWait = 10
 
 // openLane opens and prepares a lane session.
 func (t *Target) openLane(ctx context.Context) (*session, error) {
-	conn, err := Connect(ctx, t.addr)
+	conn, err := connect(ctx, t.addr, true)
 	if err != nil {
 		return nil, classify(err)
 	}

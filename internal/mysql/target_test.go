@@ -949,8 +949,37 @@ func comLoad(t *testing.T, f *targetFixture) (loads, inserts int) {
 // wrote first, with its mark, with a row the target refuses, and on a server that does not
 // allow LOCAL.
 func TestTargetFreshChunks(t *testing.T) {
-	f := newTargetFixture(t, "tgt_fresh", kvDDL)
+	const odd = "(id int NOT NULL PRIMARY KEY, y year, s varchar(10), l varchar(10) CHARACTER SET latin1, z datetime, c char(5), b varbinary(4))"
+	f := newTargetFixture(t, "tgt_fresh", kvDDL, "CREATE TABLE odd_up "+odd, "CREATE TABLE odd_load "+odd)
 	kv := f.rel(t, "kv")
+
+	// Values at the edges of the two forms, written as upserts into odd_up and as a fresh
+	// chunk into odd_load, read back the same: a year given as the number 0 (0000, where the
+	// text '0' would be 2000), the text NULL, a lone backslash, latin1, a zero date, trailing
+	// spaces, an empty binary string.
+	rows := [][]*string{
+		{strPtr("1"), strPtr("0"), strPtr("NULL"), strPtr("é"), strPtr("0000-00-00 00:00:00"), strPtr("ab  "), strPtr("")},
+		{strPtr("2"), strPtr("69"), strPtr(`\`), strPtr("a\tb"), strPtr("2024-02-29 23:59:59"), strPtr(" "), strPtr("\x00\t\n\\")},
+		{strPtr("3"), strPtr("2155"), strPtr(""), nil, nil, strPtr(""), nil},
+	}
+	write := map[string]func(*testing.T, ...*cdc.Change) error{
+		"odd_up":   func(t *testing.T, c ...*cdc.Change) error { return f.apply(t, "0", c...) },
+		"odd_load": f.fresh,
+	}
+	for table, w := range write {
+		var changes []*cdc.Change
+		for _, r := range rows {
+			changes = append(changes, &cdc.Change{Op: cdc.OpInsert, Relation: f.rel(t, table), New: valuesOf(r...)})
+		}
+		if err := w(t, changes...); err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+	}
+	const readOdd = "SELECT id, CAST(y AS CHAR), s, l, CAST(z AS CHAR), c, hex(b) FROM %s ORDER BY id"
+	up, load := f.dump(t, fmt.Sprintf(readOdd, "odd_up")), f.dump(t, fmt.Sprintf(readOdd, "odd_load"))
+	if !slices.Equal(up, load) || len(up) != 3 || !strings.HasPrefix(up[0], `"1" "0000" "NULL" "é"`) {
+		t.Errorf("the same rows read back differently:\n upserts %q\n fresh   %q", up, load)
+	}
 	// The stream wrote rows 1..3 first; the chunk holds 2..2001 as read after.
 	if err := f.apply(t, "1", kvChange(kv, cdc.OpInsert, "1", "stream"), kvChange(kv, cdc.OpInsert, "2", "stream"),
 		kvChange(kv, cdc.OpInsert, "3", "stream")); err != nil {
