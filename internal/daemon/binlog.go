@@ -440,6 +440,10 @@ func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
 		}
 		s := l.status
 		s.AppliedPosition = snapshot.Unwrap(pos).String()
+		if stream.behind(s.SourcePosition, pos) {
+			// The source was last read before this commit; it has reached it at least.
+			s.SourcePosition = s.AppliedPosition
+		}
 		s.LastCommitTime = lastCommit
 		seconds := 0.0
 		if len(raw)+len(events) > 0 && !lastCommit.IsZero() {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/migrated/migrated/internal/apply"
 	"github.com/migrated/migrated/internal/cdc"
+	"github.com/migrated/migrated/internal/postgres"
 )
 
 func text(s string) cdc.Value { return cdc.Value{Kind: cdc.ValueText, Data: []byte(s)} }
@@ -159,6 +160,20 @@ func TestPrefix(t *testing.T) {
 	}{{2, 0, false}, {1, 0, false}, {0, 3, true}, {4, 3, false}, {3, 5, true}} {
 		if n, grew := p.finish(step.finish); n != step.want || grew != step.grew {
 			t.Errorf("finish(%d) = %d, %v; want %d, %v", step.finish, n, grew, step.want, step.grew)
+		}
+	}
+}
+
+// TestPGStreamBehind: the status never shows the source's position behind the applied one.
+func TestPGStreamBehind(t *testing.T) {
+	var p pgStream
+	for _, tt := range []struct {
+		seen string
+		lsn  postgres.LSN
+		want bool
+	}{{"0/10", 0x20, true}, {"0/20", 0x20, false}, {"0/30", 0x20, false}, {"", 0x20, true}, {"junk", 0x20, false}} {
+		if got := p.behind(tt.seen, tt.lsn); got != tt.want {
+			t.Errorf("behind(%q, %s) = %v, want %v", tt.seen, tt.lsn, got, tt.want)
 		}
 	}
 }

@@ -49,6 +49,9 @@ type sourceStream interface {
 	// lagBytes is how far, in bytes of the source's log, the source is past the durable
 	// position; ok is false when it is not known. Called after beat, on the same goroutine.
 	lagBytes(ctx context.Context) (n int64, ok bool)
+	// behind reports whether a source position that beat returned is older than a position
+	// applied since.
+	behind(seen string, applied cdc.Position) bool
 	close()
 }
 
@@ -225,6 +228,11 @@ func (m *mysqlStream) lagBytes(context.Context) (int64, bool) {
 	m.mu.Unlock()
 	n, ok, err := mysql.BinlogDistance(m.src, at)
 	return n, ok && err == nil
+}
+
+func (m *mysqlStream) behind(seen string, applied cdc.Position) bool {
+	p, ok := snapshot.Unwrap(applied).(mysql.Position)
+	return ok && mysql.Behind(p.Flavor, seen, p.GTID)
 }
 
 // beat writes a heartbeat row: it keeps lag true on an idle source.
@@ -431,6 +439,15 @@ func (p *pgStream) durable(pos cdc.Position) {
 		p.applied = lsn
 		p.mu.Unlock()
 	}
+}
+
+func (p *pgStream) behind(seen string, applied cdc.Position) bool {
+	lsn, ok := snapshot.Unwrap(applied).(postgres.LSN)
+	if !ok {
+		return false
+	}
+	s, err := postgres.ParseLSN(seen)
+	return seen == "" || (err == nil && s < lsn)
 }
 
 func (p *pgStream) beat(ctx context.Context) (string, error) {

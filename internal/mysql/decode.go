@@ -51,6 +51,17 @@ func parseGTIDSet(flavor, s string) (mysql.GTIDSet, error) {
 	return set, nil
 }
 
+// Behind reports whether the GTID set seen lacks a transaction of the set applied: a source
+// position read before that transaction was applied. Sets that do not parse are not compared.
+func Behind(flavor, seen, applied string) bool {
+	s, err := parseGTIDSet(flavor, seen)
+	if err != nil {
+		return false
+	}
+	a, err := parseGTIDSet(flavor, applied)
+	return err == nil && !s.Contain(a)
+}
+
 // CurrentPosition reads the server's current GTID position: @@gtid_binlog_pos on MariaDB,
 // @@gtid_executed on MySQL.
 func CurrentPosition(c *client.Conn) (Position, error) {

@@ -531,3 +531,26 @@ func FuzzReadQuery(f *testing.F) {
 		readQuery([]byte(q), "d")
 	})
 }
+
+// TestBehind: a source position read before a commit is behind the commit's position; one read
+// after it, or at it, is not.
+func TestBehind(t *testing.T) {
+	const uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+	for _, tt := range []struct {
+		flavor, seen, applied string
+		want                  bool
+	}{
+		{mysql.MariaDBFlavor, "0-1-5", "0-1-7", true},
+		{mysql.MariaDBFlavor, "0-1-7", "0-1-7", false},
+		{mysql.MariaDBFlavor, "0-1-9", "0-1-7", false},
+		{mysql.MariaDBFlavor, "0-1-9", "0-1-7,1-2-3", true}, // a domain not seen yet
+		{mysql.MariaDBFlavor, "", "0-1-7", true},
+		{mysql.MySQLFlavor, uuid + ":1-5", uuid + ":1-7", true},
+		{mysql.MySQLFlavor, uuid + ":1-9", uuid + ":1-7", false},
+		{mysql.MariaDBFlavor, "not a set", "0-1-7", false},
+	} {
+		if got := Behind(tt.flavor, tt.seen, tt.applied); got != tt.want {
+			t.Errorf("Behind(%s, %q, %q) = %v, want %v", tt.flavor, tt.seen, tt.applied, got, tt.want)
+		}
+	}
+}
