@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,10 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 		target := QuoteTable(db, t.ID.Name)
 
 		types := make(map[string]string, len(t.Columns)) // column name to MySQL type; "" for generated
+		auto, err := autoIncrementColumn(t, tm)
+		if err != nil {
+			return nil, nil, nil, err
+		}
 		var defs []string
 		for _, c := range t.Columns {
 			if c.Generated {
@@ -76,7 +81,7 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 				} else if d != "" {
 					def += " DEFAULT " + d
 				}
-			} else if why := autoIncrementProblem(t, c.Name, typ); why != "" {
+			} else if why := autoIncrementProblem(typ, c.Name, auto); why != "" {
 				skipped = append(skipped, fmt.Sprintf("the ids of %s.%s (identity or serial): %s", t.ID, c.Name, why))
 			} else {
 				def += " AUTO_INCREMENT"
@@ -90,6 +95,10 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 				}
 			}
 			defs = append(defs, "PRIMARY KEY ("+quoteNames(t.Key)+")")
+		}
+		if auto != "" && (len(t.Key) == 0 || t.Key[0] != auto) {
+			// InnoDB needs an AUTO_INCREMENT column to lead an index, from the start.
+			defs = append(defs, "KEY "+Quote(autoIncrementKey(auto, indexes[t.ID]))+" ("+Quote(auto)+")")
 		}
 		pre = append(pre, "CREATE TABLE "+target+" (\n  "+strings.Join(defs, ",\n  ")+"\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
@@ -121,20 +130,68 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 
 // indexProblem says why MySQL cannot build ix exactly, or returns "". types maps each column to
 // its MySQL type, "" for a generated column.
-// autoIncrementProblem tells why an identity or serial column of t, of MySQL type typ, cannot be
-// AUTO_INCREMENT on MySQL, or returns "". MySQL gives one such column per table, of an integer
-// type, and InnoDB needs it to lead an index: the first column of the primary key is the one
-// always there.
-func autoIncrementProblem(t *schema.Table, col, typ string) string {
-	switch base, _ := mysqlTypeShape(typ); base {
-	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint":
-	default:
-		return fmt.Sprintf("MySQL's AUTO_INCREMENT needs an integer column, and it is %s", typ)
+// autoIncrementColumn returns the identity or serial column of t that becomes AUTO_INCREMENT on
+// MySQL, which allows one per table, of an integer type: the one that leads the primary key if
+// there is one, else the first; "" if none can.
+func autoIncrementColumn(t *schema.Table, tm schema.TypeMap) (string, error) {
+	var first string
+	for _, c := range t.Columns {
+		if !c.AutoIncrement || c.Generated {
+			continue
+		}
+		typ, err := tm.Type(t, c)
+		if err != nil {
+			return "", fmt.Errorf("table %s: %w", t.ID, err)
+		}
+		if !integerType(typ) {
+			continue
+		}
+		if len(t.Key) > 0 && t.Key[0] == c.Name {
+			return c.Name, nil
+		}
+		if first == "" {
+			first = c.Name
+		}
 	}
-	if len(t.Key) == 0 || t.Key[0] != col {
-		return "MySQL's AUTO_INCREMENT needs the column to lead the primary key; the target hands out no ids for it, so the application must give them"
+	return first, nil
+}
+
+// autoIncrementProblem tells why an identity or serial column col, of MySQL type typ, cannot be
+// AUTO_INCREMENT on MySQL, where auto is the table's one that is (see autoIncrementColumn), or
+// returns "".
+func autoIncrementProblem(typ, col, auto string) string {
+	switch {
+	case !integerType(typ):
+		return fmt.Sprintf("MySQL's AUTO_INCREMENT needs an integer column, and it is %s", typ)
+	case col != auto:
+		return fmt.Sprintf("MySQL allows one AUTO_INCREMENT column per table, and it is %s; the target hands out no ids for this one, so the application must give them", auto)
 	}
 	return ""
+}
+
+func integerType(typ string) bool {
+	switch base, _ := mysqlTypeShape(typ); base {
+	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint":
+		return true
+	}
+	return false
+}
+
+// autoIncrementKey names the index that an AUTO_INCREMENT column not leading the primary key
+// gets, within MySQL's 64 characters and unlike any of the table's own indexes, which the
+// post-data step adds after it (a name already there would count as built).
+func autoIncrementKey(col string, own []schema.Index) string {
+	for n := 1; ; n++ {
+		suffix := "_auto_increment"
+		if n > 1 {
+			suffix += "_" + strconv.Itoa(n)
+		}
+		name := []rune(col)
+		name = append(name[:min(len(name), 64-len(suffix))], []rune(suffix)...)
+		if !slices.ContainsFunc(own, func(ix schema.Index) bool { return strings.EqualFold(ix.Name, string(name)) }) {
+			return string(name)
+		}
+	}
 }
 
 func indexProblem(ix schema.Index, types map[string]string) string {

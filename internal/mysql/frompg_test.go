@@ -345,6 +345,11 @@ func TestForeignTables(t *testing.T) {
 	}
 	part := &schema.Table{ID: cdc.TableID{Schema: "shop", Name: "orders_2024"}, Root: orders.ID, Columns: orders.Columns, Key: orders.Key}
 	bare := &schema.Table{ID: cdc.TableID{Schema: "audit", Name: "log"}, Columns: []schema.Column{{Name: "line", Type: "text"}, {Name: "n", Type: "integer", NotNull: true, AutoIncrement: true}}}
+	// Two serial columns, neither leading the key: the first gets AUTO_INCREMENT and an index
+	// of its own, named unlike the table's.
+	multi := &schema.Table{ID: cdc.TableID{Schema: "audit", Name: "multi"}, Key: []string{"id"}, Columns: []schema.Column{
+		{Name: "id", Type: "integer", NotNull: true}, {Name: "s1", Type: "integer", NotNull: true, AutoIncrement: true},
+		{Name: "s2", Type: "bigint", NotNull: true, AutoIncrement: true}}}
 	indexes := map[cdc.TableID][]schema.Index{
 		orders.ID: {
 			{Name: "by_total", Columns: []string{"total", "id"}, Kind: "BTREE"},
@@ -358,11 +363,12 @@ func TestForeignTables(t *testing.T) {
 			{Name: "by_code_hash", Columns: []string{"code"}, Kind: "HASH"},
 			{Name: "primary", Columns: []string{"region"}, Kind: "BTREE"},
 		},
-		part.ID: {{Name: "part_ix", Columns: []string{"total"}, Kind: "BTREE"}},
+		part.ID:  {{Name: "part_ix", Columns: []string{"total"}, Kind: "BTREE"}},
+		multi.ID: {{Name: "s1_auto_increment", Columns: []string{"s2"}, Kind: "BTREE"}},
 	}
 	tm := pgToMariaDB
 	tm.Overrides = map[string]string{"shop.orders.span": "varchar(64)"}
-	pre, post, skipped, err := ForeignTables("dst", []*schema.Table{orders, part, bare}, indexes, tm)
+	pre, post, skipped, err := ForeignTables("dst", []*schema.Table{orders, part, bare, multi}, indexes, tm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,11 +387,20 @@ func TestForeignTables(t *testing.T) {
 			") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 		"CREATE TABLE `dst`.`log` (\n" +
 			"  `line` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin,\n" +
-			"  `n` int NOT NULL\n" +
+			"  `n` int NOT NULL AUTO_INCREMENT,\n" +
+			"  KEY `n_auto_increment` (`n`)\n" +
+			") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+		"CREATE TABLE `dst`.`multi` (\n" +
+			"  `id` int NOT NULL,\n" +
+			"  `s1` int NOT NULL AUTO_INCREMENT,\n" +
+			"  `s2` bigint NOT NULL,\n" +
+			"  PRIMARY KEY (`id`),\n" +
+			"  KEY `s1_auto_increment_2` (`s1`)\n" +
 			") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 	}
 	wantPost := []string{
 		"ALTER TABLE `dst`.`orders` ADD INDEX `by_total` (`total`, `id`), ADD UNIQUE INDEX `code_once` (`code`), ADD INDEX `orders_primary` (`region`)",
+		"ALTER TABLE `dst`.`multi` ADD INDEX `s1_auto_increment` (`s2`)",
 	}
 	wantSkipped := []string{
 		"generated column shop.orders.twice",
@@ -396,7 +411,7 @@ func TestForeignTables(t *testing.T) {
 		"btree index by_wide on shop.orders: its character columns take up to 4000 bytes, more than InnoDB's 3072-byte index limit",
 		"hash index by_code_hash on shop.orders: MySQL has no hash index",
 		"partition shop.orders_2024 (its rows go to the table of shop.orders)",
-		"the ids of audit.log.n (identity or serial): MySQL's AUTO_INCREMENT needs the column to lead the primary key; the target hands out no ids for it, so the application must give them",
+		"the ids of audit.multi.s2 (identity or serial): MySQL allows one AUTO_INCREMENT column per table, and it is s1; the target hands out no ids for this one, so the application must give them",
 	}
 	if !reflect.DeepEqual(pre, wantPre) {
 		t.Errorf("pre =\n%s\nwant\n%s", strings.Join(pre, "\n"), strings.Join(wantPre, "\n"))
@@ -761,5 +776,37 @@ INSERT INTO shop.items (id, si, i, n20, n65, r, d, b, t, vc, c5, raw, dt, ts, ts
 	}
 	if !reflect.DeepEqual(myIndexes, wantIndexes) {
 		t.Errorf("MySQL indexes = %+v, want %+v", myIndexes, wantIndexes)
+	}
+}
+
+// TestAutoIncrementNotLeading: an identity column that does not lead the primary key still
+// hands out ids on MySQL, through an index of its own.
+func TestAutoIncrementNotLeading(t *testing.T) {
+	m := testenv.RequireMariaDB(t)
+	ctx := context.Background()
+	if err := m.CreateDB(ctx, "ai_dst"); err != nil {
+		t.Fatal(err)
+	}
+	dst := dialTestDB(t, m, "ai_dst")
+	tbl := &schema.Table{ID: cdc.TableID{Schema: "shop", Name: "lines"}, Key: []string{"region", "id"}, Columns: []schema.Column{
+		{Name: "region", Type: "integer", NotNull: true}, {Name: "id", Type: "bigint", NotNull: true, AutoIncrement: true},
+		{Name: "note", Type: "character varying(20)"}}}
+	pre, post, skipped, err := ForeignTables("ai_dst", []*schema.Table{tbl}, nil, pgToMariaDB)
+	if err != nil || len(skipped) > 0 {
+		t.Fatalf("ForeignTables: %v, skipped %q", err, skipped)
+	}
+	for _, q := range append(pre, post...) {
+		if _, err := dst.Execute(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// The copy writes explicit ids; the application's next insert gets one past them.
+	for _, q := range []string{"INSERT INTO `lines` (region, id, note) VALUES (1, 100, 'copied')", "INSERT INTO `lines` (region, note) VALUES (2, 'new')"} {
+		if _, err := dst.Execute(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if id, _, err := QueryString(dst, "SELECT id FROM `lines` WHERE note = 'new'"); err != nil || id != "101" {
+		t.Errorf("the application's insert got id %q (%v), want 101", id, err)
 	}
 }
