@@ -292,7 +292,9 @@ func (s *pgSide) counters(ctx context.Context) (map[string]int64, error) {
 			if err := c.QueryRow(ctx, "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM "+seq).Scan(&next); err != nil {
 				return fmt.Errorf("read the identity sequence %s: %w", seq, err)
 			}
-			out[table] = next
+			// MySQL has one counter per table: past every identity of the table, it never hands
+			// out a value the one it serves has used.
+			out[table] = max(out[table], next)
 			return nil
 		})
 	})
