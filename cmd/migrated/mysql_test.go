@@ -663,7 +663,15 @@ func TestPostgresToMariaDB(t *testing.T) {
 	e.exec(src, pgKindsSQL+`
 CREATE TABLE acct (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(18,2) NOT NULL, updated timestamptz NOT NULL);
 CREATE UNIQUE INDEX acct_owner ON acct (owner, id);
-INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 20000) g;`)
+INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 20000) g;
+-- A partitioned table becomes one MySQL table; a row moves between partitions when its region
+-- changes.
+CREATE TABLE ev (region int NOT NULL, id bigint NOT NULL, note varchar(40), PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+CREATE TABLE ev_1 PARTITION OF ev FOR VALUES IN (1);
+CREATE TABLE ev_2 PARTITION OF ev FOR VALUES IN (2);
+CREATE TABLE ev_rest PARTITION OF ev DEFAULT;
+CREATE INDEX ev_note ON ev (note);
+INSERT INTO ev SELECT g % 4, g, 'note ' || g FROM generate_series(1, 6000) g;`)
 	// Rows that can hold out-of-line values need their whole old rows logged: preflight says
 	// so, naming the statement, which then lets the migration start.
 	if out, code := runCLI(t, "check", "--config", e.config); code == 0 ||
@@ -706,6 +714,16 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 					q = fmt.Sprintf("UPDATE acct SET id = %d WHERE id = %d", n, id)
 				}
 				if _, err := conn.Exec(ctx, q); err != nil {
+					werr.Store(err)
+					return
+				}
+				ev := []string{
+					fmt.Sprintf("INSERT INTO ev VALUES (%d, %d, 'new') ON CONFLICT DO NOTHING", r.IntN(4), 6000+r.IntN(100000)),
+					fmt.Sprintf("UPDATE ev SET note = note || '+' WHERE id = %d", 1+r.IntN(6000)),
+					fmt.Sprintf("UPDATE ev SET region = (region + 1) %% 4 WHERE id = %d", 1+r.IntN(6000)),
+					fmt.Sprintf("DELETE FROM ev WHERE id = %d", 1+r.IntN(6000)),
+				}[r.IntN(4)]
+				if _, err := conn.Exec(ctx, ev); err != nil {
 					werr.Store(err)
 					return
 				}
@@ -767,7 +785,7 @@ INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 2
 	pc = e.connect(src)
 	defer pc.Close(ctx)
 	e.mustExec(my, "SET SESSION time_zone = '+00:00'")
-	for _, table := range []string{"kinds", "acct"} {
+	for _, table := range []string{"kinds", "acct", "ev"} {
 		want := pgRows(t, pc, pgCompare[table])
 		got := myRows(t, my, fmt.Sprintf(myCompare[table], "`"+e.dstDB+"`"))
 		if !sameRows(t, table, "postgresql", want, "mariadb", got) {
@@ -858,10 +876,12 @@ var pgCompare = map[string]string{
 	"kinds": `SELECT id, s, i, b, n, r::float8, d, CASE WHEN flag THEN 1 WHEN NOT flag THEN 0 END, t, vc, rtrim(ch), upper(encode(bin, 'hex')), dt,
 	  to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US'), to_char(tstz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), tm::text, u::text, js::text, jsb::text FROM kinds ORDER BY id`,
 	"acct": `SELECT id, owner, balance, to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM acct ORDER BY id`,
+	"ev":   `SELECT region, id, note FROM ev ORDER BY region, id`,
 }
 var myCompare = map[string]string{
 	"kinds": "SELECT id, s, i, b, n, CAST(r AS DOUBLE), d, flag, t, vc, ch, HEX(bin), dt, ts, tstz, tm, u, js, jsb FROM %s.kinds ORDER BY id",
 	"acct":  "SELECT id, owner, balance, updated FROM %s.acct ORDER BY id",
+	"ev":    "SELECT region, id, note FROM %s.ev ORDER BY region, id",
 }
 
 // myRows reads a query's rows from MariaDB, one line per row: NULL as "NULL", strings as they

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -198,10 +199,12 @@ func pgTablesOf(ctx context.Context, c *pgx.Conn, mine []*schema.Table) ([]*sche
 	for _, t := range mine {
 		want[t.ID.Schema+"."+t.ID.Name] = true
 	}
-	tables, err := postgres.Tables(ctx, c, func(sch, name string) bool { return want[sch+"."+name] })
+	all, err := postgres.Tables(ctx, c, func(sch, name string) bool { return want[sch+"."+name] })
 	if err != nil {
 		return nil, err
 	}
+	// A partitioned table is migrated as its root (see pgSource.check).
+	tables := slices.DeleteFunc(all, func(t *schema.Table) bool { return !t.IsRoot() })
 	if len(tables) != len(want) {
 		return nil, fmt.Errorf("the PostgreSQL side has %d of the %d migrated tables", len(tables), len(want))
 	}

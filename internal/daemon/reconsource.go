@@ -299,10 +299,20 @@ func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table
 	if err != nil {
 		return nil, nil, err
 	}
-	var leaves []*schema.Table
+	// A partitioned table is migrated as one table, its root: read by key across its
+	// partitions, streamed under its name (publish_via_partition_root), and one table on MySQL.
+	var roots []*schema.Table
+	rows := map[cdc.TableID]int64{}
 	for _, t := range tables {
-		if t.IsLeaf() {
-			leaves = append(leaves, t)
+		if t.IsRoot() {
+			roots = append(roots, t)
+		} else if t.IsLeaf() {
+			rows[t.Root] += t.EstimatedRows
+		}
+	}
+	for _, t := range roots {
+		if t.Partitioned {
+			t.EstimatedRows = rows[t.ID]
 		}
 	}
 	probs, err := postgres.CheckSource(ctx, src, tables, s.d.slotName())
@@ -314,13 +324,7 @@ func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table
 		return nil, nil, err
 	}
 	probs = append(probs, whole...)
-	for _, t := range tables {
-		if !t.IsRoot() || t.Partitioned {
-			probs = append(probs, schema.Problem{Check: "partitions", Message: fmt.Sprintf("%s is partitioned; partitioned tables are not carried into MySQL yet: exclude it with tables.exclude-tables", t.ID)})
-			return probs, nil, nil
-		}
-	}
-	return probs, leaves, nil
+	return probs, roots, nil
 }
 
 func (s *pgSource) prepare(ctx context.Context) (string, error) {

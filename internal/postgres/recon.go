@@ -66,8 +66,13 @@ func (s *ReconSource) Read(ctx context.Context, rel *cdc.Relation, cursor []stri
 		b.WriteString(quote(c.Name) + "::text")
 	}
 	// The key is qualified below: unqualified, ORDER BY would sort by the ::text output
-	// columns of the same name, in text order.
-	b.WriteString(" FROM ONLY " + ident(t.ID) + " AS src")
+	// columns of the same name, in text order. A partitioned table is read across its
+	// partitions; any other without the tables that inherit from it.
+	only := "ONLY "
+	if t.Partitioned {
+		only = ""
+	}
+	b.WriteString(" FROM " + only + ident(t.ID) + " AS src")
 	var args []any
 	if cursor != nil {
 		if len(cursor) != len(t.Key) {
