@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/go-mysql-org/go-mysql/client"
+	"github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/migrated/migrated/internal/cdc"
 	"github.com/migrated/migrated/internal/schema"
 )
@@ -65,6 +66,11 @@ func Tables(c *client.Conn, db string, match Match) ([]*schema.Table, error) {
 	if len(tables) == 0 {
 		return nil, nil
 	}
+	version, _, err := QueryString(c, "SELECT VERSION()")
+	if err != nil {
+		return nil, fmt.Errorf("read the server version: %w", err)
+	}
+	flavor := Flavor(version)
 	cols, err := QueryStrings(c, columnsSQL, db)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", db, err)
@@ -74,7 +80,7 @@ func Tables(c *client.Conn, db string, match Match) ([]*schema.Table, error) {
 		if t == nil {
 			continue
 		}
-		t.Columns = append(t.Columns, parseColumn(r))
+		t.Columns = append(t.Columns, parseColumn(r, flavor))
 	}
 	keys, err := QueryStrings(c, keysSQL, db)
 	if err != nil {
@@ -124,8 +130,8 @@ func Tables(c *client.Conn, db string, match Match) ([]*schema.Table, error) {
 	return tables, nil
 }
 
-// parseColumn reads one row of columnsSQL.
-func parseColumn(r []*string) schema.Column {
+// parseColumn reads one row of columnsSQL from a server of the flavor.
+func parseColumn(r []*string, flavor string) schema.Column {
 	col := schema.Column{
 		Name:      *r[1],
 		DataType:  strings.ToLower(*r[2]),
@@ -135,7 +141,11 @@ func parseColumn(r []*string) schema.Column {
 		Collation: *r[11],
 	}
 	extra := strings.ToUpper(*r[5])
-	col.Generated = strings.Contains(extra, "GENERATED") || strings.Contains(extra, "VIRTUAL") || strings.Contains(extra, "PERSISTENT") || strings.Contains(extra, "STORED")
+	// MySQL 8 marks a default that is an expression (CURRENT_TIMESTAMP, (uuid())) with
+	// DEFAULT_GENERATED: such a column is an ordinary one, written like any other.
+	expression := strings.Contains(extra, "DEFAULT_GENERATED")
+	generated := strings.ReplaceAll(extra, "DEFAULT_GENERATED", "")
+	col.Generated = strings.Contains(generated, "GENERATED") || strings.Contains(generated, "VIRTUAL") || strings.Contains(generated, "PERSISTENT") || strings.Contains(generated, "STORED")
 	col.AutoIncrement = strings.Contains(extra, "AUTO_INCREMENT")
 	col.Unsigned = strings.Contains(strings.ToLower(col.Type), "unsigned")
 	col.Length, _ = strconv.ParseInt(*r[6], 10, 64)
@@ -154,8 +164,26 @@ func parseColumn(r []*string) schema.Column {
 	}
 	if r[12] != nil {
 		col.Default = *r[12]
+		// MySQL 8 prints a literal default unquoted; MariaDB, as the rest of migrated reads it,
+		// quotes it. (MySQL 5.7 marks no expression, but its only one is CURRENT_TIMESTAMP.)
+		now := strings.HasPrefix(strings.ToUpper(col.Default), "CURRENT_TIMESTAMP")
+		if flavor == mysql.MySQLFlavor && !expression && !now && quotedDefault(col.DataType) {
+			col.Default = "'" + strings.ReplaceAll(col.Default, "'", "''") + "'"
+		}
 	}
 	return col
+}
+
+// quotedDefault reports whether MariaDB prints a literal default of a column of the data type
+// quoted: character strings, dates and times, ENUM and SET. Numbers and BIT literals are
+// printed bare by both; binary strings are left as MySQL prints them, and not carried.
+func quotedDefault(dataType string) bool {
+	switch dataType {
+	case "char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set",
+		"date", "datetime", "timestamp", "time":
+		return true
+	}
+	return false
 }
 
 // parseElements reads the members of enum('a','b”c') or set(...).

@@ -117,3 +117,37 @@ func TestDefaultsAcrossEngines(t *testing.T) {
 		}
 	})
 }
+
+// TestParseColumnFlavors reads information_schema.COLUMNS rows as each flavor prints them.
+// MySQL 8 prints a literal default unquoted and marks an expression default (and
+// CURRENT_TIMESTAMP) DEFAULT_GENERATED in EXTRA, where MariaDB quotes literals. MySQL 8 is not
+// installed here: its rows are written from its documentation.
+func TestParseColumnFlavors(t *testing.T) {
+	row := func(dataType, extra string, def *string) []*string {
+		s := func(v string) *string { return &v }
+		return []*string{s("t"), s("c"), s(dataType), s(dataType), s("YES"), s(extra), s("0"), s("0"), s("0"), s("0"), s(""), s(""), def}
+	}
+	p := func(v string) *string { return &v }
+	for _, tt := range []struct {
+		name, flavor, dataType, extra string
+		def                           *string
+		want                          string
+		generated                     bool
+	}{
+		{"mariadb string", "mariadb", "varchar", "", p("'it''s'"), "'it''s'", false},
+		{"mysql string", "mysql", "varchar", "", p("it's"), "'it''s'", false},
+		{"mysql date", "mysql", "date", "", p("2024-01-02"), "'2024-01-02'", false},
+		{"mysql number", "mysql", "int", "", p("42"), "42", false},
+		{"mysql now", "mysql", "timestamp", "DEFAULT_GENERATED on update CURRENT_TIMESTAMP", p("CURRENT_TIMESTAMP"), "CURRENT_TIMESTAMP", false},
+		{"mysql 5.7 now", "mysql", "datetime", "on update CURRENT_TIMESTAMP", p("CURRENT_TIMESTAMP"), "CURRENT_TIMESTAMP", false},
+		{"mysql expression", "mysql", "varchar", "DEFAULT_GENERATED", p("uuid()"), "uuid()", false},
+		{"mysql no default", "mysql", "varchar", "", nil, "", false},
+		{"mysql generated", "mysql", "int", "VIRTUAL GENERATED", nil, "", true},
+		{"mariadb generated", "mariadb", "int", "STORED GENERATED", nil, "", true},
+	} {
+		col := parseColumn(row(tt.dataType, tt.extra, tt.def), tt.flavor)
+		if col.Default != tt.want || col.Generated != tt.generated {
+			t.Errorf("%s: default %q, generated %v; want %q, %v", tt.name, col.Default, col.Generated, tt.want, tt.generated)
+		}
+	}
+}

@@ -58,8 +58,8 @@ func validLiteral(s, typ string) bool {
 
 // PGDefault translates a MySQL column default, as MariaDB's information_schema prints it
 // (literals quoted, expressions as SQL, NULL for none), for a PostgreSQL column of type pgType.
-// It returns "" and true for no default, and false for one it does not carry. MySQL 8 prints
-// string literals unquoted, so those are not carried.
+// It returns "" and true for no default, and false for one it does not carry. (MySQL 8 prints
+// string literals unquoted; the catalog reader quotes them, see mysql.parseColumn.)
 func PGDefault(def, pgType string) (string, bool) { return carried(pgDefault(def, pgType)) }
 
 func pgDefault(def, pgType string) (string, bool) {
