@@ -429,6 +429,7 @@ func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
 	raw := make(chan cdc.Event, 8192)
 	events := make(chan cdc.Event, 8192)
 	lastCommit := commitTime
+	var lastApplied cdc.Position // under d.mu
 	durable := func(pos cdc.Position, commitTime time.Time, st apply.BatchStats) {
 		l.rec.Durable(pos)
 		stream.durable(pos)
@@ -440,6 +441,7 @@ func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
 		}
 		s := l.status
 		s.AppliedPosition = snapshot.Unwrap(pos).String()
+		lastApplied = pos
 		if stream.behind(s.SourcePosition, pos) {
 			// The source was last read before this commit; it has reached it at least.
 			s.SourcePosition = s.AppliedPosition
@@ -477,7 +479,10 @@ func (d *Daemon) streamLeg(ctx context.Context, l *binlogLeg) error {
 			}
 			n, known := stream.lagBytes(gctx)
 			d.mu.Lock()
-			l.status.SourcePosition = pos
+			if lastApplied == nil || !stream.behind(pos, lastApplied) {
+				// A commit applied since pos was read has moved the shown position past it.
+				l.status.SourcePosition = pos
+			}
 			if known {
 				l.status.LagBytes = n
 				d.m.LagBytes.WithLabelValues(l.direction).Set(float64(n))

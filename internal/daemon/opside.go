@@ -193,22 +193,27 @@ func (s *pgSide) tables(ctx context.Context, c *pgx.Conn) ([]*schema.Table, erro
 	return pgTablesOf(ctx, c, s.d.tables)
 }
 
-// pgTablesOf reads, from a PostgreSQL target, the tables a MySQL source's tables became.
+// pgTablesOf reads, from a PostgreSQL side, the migrated tables as it has them: a partitioned
+// table is migrated as its root (see pgSource.check).
 func pgTablesOf(ctx context.Context, c *pgx.Conn, mine []*schema.Table) ([]*schema.Table, error) {
+	all, err := pgTreesOf(ctx, c, mine)
+	if err != nil {
+		return nil, err
+	}
+	tables := slices.DeleteFunc(all, func(t *schema.Table) bool { return !t.IsRoot() })
+	if len(tables) != len(mine) {
+		return nil, fmt.Errorf("the PostgreSQL side has %d of the %d migrated tables", len(tables), len(mine))
+	}
+	return tables, nil
+}
+
+// pgTreesOf reads the migrated tables from a PostgreSQL side with their partitions.
+func pgTreesOf(ctx context.Context, c *pgx.Conn, mine []*schema.Table) ([]*schema.Table, error) {
 	want := map[string]bool{}
 	for _, t := range mine {
 		want[t.ID.Schema+"."+t.ID.Name] = true
 	}
-	all, err := postgres.Tables(ctx, c, func(sch, name string) bool { return want[sch+"."+name] })
-	if err != nil {
-		return nil, err
-	}
-	// A partitioned table is migrated as its root (see pgSource.check).
-	tables := slices.DeleteFunc(all, func(t *schema.Table) bool { return !t.IsRoot() })
-	if len(tables) != len(want) {
-		return nil, fmt.Errorf("the PostgreSQL side has %d of the %d migrated tables", len(tables), len(want))
-	}
-	return tables, nil
+	return postgres.Tables(ctx, c, func(sch, name string) bool { return want[sch+"."+name] })
 }
 
 func (s *pgSide) fence(ctx context.Context) (pos string, killed int, err error) {
@@ -275,16 +280,36 @@ func (s *pgSide) rel(name string) string {
 
 // identities lists the (table, column) pairs that hand out ids: AUTO_INCREMENT on a MySQL
 // source, identity or serial on a PostgreSQL one.
-func (s *pgSide) identities() [][2]string {
+// identities lists the identity columns that match MySQL's AUTO_INCREMENT columns, by table
+// and column: from a MySQL source, the AUTO_INCREMENT columns (one per table); from a
+// PostgreSQL source, the one column of each table that became AUTO_INCREMENT (see
+// mysql.AutoIncrementColumn): another sequence of the table has nothing to do with MySQL's
+// counter.
+func (s *pgSide) identities() ([][2]string, error) {
+	var tm schema.TypeMap
+	ms, fromPG := s.d.binlog.sink.(*mysqlSink)
+	if fromPG {
+		tm = ms.typeMap()
+	}
 	var out [][2]string
 	for _, t := range s.d.tables {
+		if fromPG {
+			col, err := mysql.AutoIncrementColumn(t, tm)
+			if err != nil {
+				return nil, err
+			}
+			if col != "" {
+				out = append(out, [2]string{t.ID.Name, col})
+			}
+			continue
+		}
 		for _, c := range t.Columns {
 			if c.AutoIncrement {
 				out = append(out, [2]string{t.ID.Name, c.Name})
 			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (s *pgSide) counters(ctx context.Context) (map[string]int64, error) {
@@ -295,9 +320,7 @@ func (s *pgSide) counters(ctx context.Context) (map[string]int64, error) {
 			if err := c.QueryRow(ctx, "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM "+seq).Scan(&next); err != nil {
 				return fmt.Errorf("read the identity sequence %s: %w", seq, err)
 			}
-			// MySQL has one counter per table: past every identity of the table, it never hands
-			// out a value the one it serves has used.
-			out[table] = max(out[table], next)
+			out[table] = next
 			return nil
 		})
 	})
@@ -307,7 +330,11 @@ func (s *pgSide) counters(ctx context.Context) (map[string]int64, error) {
 // eachIdentity calls fn with every identity column of the migrated tables: its table (as the
 // MySQL side names it), column, quoted relation and sequence.
 func (s *pgSide) eachIdentity(ctx context.Context, c *pgx.Conn, fn func(table, col, rel, seq string) error) error {
-	for _, id := range s.identities() {
+	ids, err := s.identities()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
 		rel := s.rel(id[0])
 		var seq *string
 		if err := c.QueryRow(ctx, "SELECT pg_get_serial_sequence($1, $2)", rel, id[1]).Scan(&seq); err != nil {
@@ -360,9 +387,17 @@ func (s *pgSide) startStream(ctx context.Context) (string, error) {
 		if err != nil {
 			return err
 		}
+		trees, err := pgTreesOf(ctx, c, s.d.tables)
+		if err != nil {
+			return err
+		}
 		// The stream into MySQL needs whole rows: an unchanged large value is not resent
-		// otherwise. The tables are idle: nothing writes here yet.
-		for _, t := range tables {
+		// otherwise. The tables are idle: nothing writes here yet. A partition logs its own
+		// rows, whatever its root says, so each is set.
+		for _, t := range trees {
+			if t.Partitioned {
+				continue
+			}
 			if _, err := c.Exec(ctx, "ALTER TABLE "+pgx.Identifier{t.ID.Schema, t.ID.Name}.Sanitize()+" REPLICA IDENTITY FULL"); err != nil {
 				return fmt.Errorf("set REPLICA IDENTITY FULL on %s: %w", t.ID, err)
 			}

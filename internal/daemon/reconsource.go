@@ -302,17 +302,18 @@ func (s *pgSource) check(ctx context.Context) ([]schema.Problem, []*schema.Table
 	// A partitioned table is migrated as one table, its root: read by key across its
 	// partitions, streamed under its name (publish_via_partition_root), and one table on MySQL.
 	var roots []*schema.Table
-	rows := map[cdc.TableID]int64{}
+	rows, size := map[cdc.TableID]int64{}, map[cdc.TableID]int64{}
 	for _, t := range tables {
 		if t.IsRoot() {
 			roots = append(roots, t)
 		} else if t.IsLeaf() {
 			rows[t.Root] += t.EstimatedRows
+			size[t.Root] += t.Bytes
 		}
 	}
 	for _, t := range roots {
 		if t.Partitioned {
-			t.EstimatedRows = rows[t.ID]
+			t.EstimatedRows, t.Bytes = rows[t.ID], size[t.ID]
 		}
 	}
 	probs, err := postgres.CheckSource(ctx, src, tables, s.d.slotName())

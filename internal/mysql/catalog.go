@@ -66,11 +66,7 @@ func Tables(c *client.Conn, db string, match Match) ([]*schema.Table, error) {
 	if len(tables) == 0 {
 		return nil, nil
 	}
-	version, _, err := QueryString(c, "SELECT VERSION()")
-	if err != nil {
-		return nil, fmt.Errorf("read the server version: %w", err)
-	}
-	flavor := Flavor(version)
+	flavor := Flavor(c.GetServerVersion())
 	cols, err := QueryStrings(c, columnsSQL, db)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", db, err)
@@ -166,7 +162,7 @@ func parseColumn(r []*string, flavor string) schema.Column {
 		col.Default = *r[12]
 		// MySQL 8 prints a literal default unquoted; MariaDB, as the rest of migrated reads it,
 		// quotes it. (MySQL 5.7 marks no expression, but its only one is CURRENT_TIMESTAMP.)
-		now := strings.HasPrefix(strings.ToUpper(col.Default), "CURRENT_TIMESTAMP")
+		now := (col.DataType == "timestamp" || col.DataType == "datetime") && strings.HasPrefix(strings.ToUpper(col.Default), "CURRENT_TIMESTAMP")
 		if flavor == mysql.MySQLFlavor && !expression && !now && quotedDefault(col.DataType) {
 			col.Default = "'" + strings.ReplaceAll(col.Default, "'", "''") + "'"
 		}

@@ -141,6 +141,7 @@ func TestParseColumnFlavors(t *testing.T) {
 		{"mysql now", "mysql", "timestamp", "DEFAULT_GENERATED on update CURRENT_TIMESTAMP", p("CURRENT_TIMESTAMP"), "CURRENT_TIMESTAMP", false},
 		{"mysql 5.7 now", "mysql", "datetime", "on update CURRENT_TIMESTAMP", p("CURRENT_TIMESTAMP"), "CURRENT_TIMESTAMP", false},
 		{"mysql expression", "mysql", "varchar", "DEFAULT_GENERATED", p("uuid()"), "uuid()", false},
+		{"mysql string that reads like now", "mysql", "varchar", "", p("CURRENT_TIMESTAMP"), "'CURRENT_TIMESTAMP'", false},
 		{"mysql no default", "mysql", "varchar", "", nil, "", false},
 		{"mysql generated", "mysql", "int", "VIRTUAL GENERATED", nil, "", true},
 		{"mariadb generated", "mariadb", "int", "STORED GENERATED", nil, "", true},

@@ -55,7 +55,7 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 		target := QuoteTable(db, t.ID.Name)
 
 		types := make(map[string]string, len(t.Columns)) // column name to MySQL type; "" for generated
-		auto, err := autoIncrementColumn(t, tm)
+		auto, err := AutoIncrementColumn(t, tm)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -81,7 +81,7 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 				} else if d != "" {
 					def += " DEFAULT " + d
 				}
-			} else if why := autoIncrementProblem(typ, c.Name, auto); why != "" {
+			} else if why := autoIncrementProblem(typ, c, auto); why != "" {
 				skipped = append(skipped, fmt.Sprintf("the ids of %s.%s (identity or serial): %s", t.ID, c.Name, why))
 			} else {
 				def += " AUTO_INCREMENT"
@@ -130,13 +130,13 @@ func ForeignTables(db string, tables []*schema.Table, indexes map[cdc.TableID][]
 
 // indexProblem says why MySQL cannot build ix exactly, or returns "". types maps each column to
 // its MySQL type, "" for a generated column.
-// autoIncrementColumn returns the identity or serial column of t that becomes AUTO_INCREMENT on
-// MySQL, which allows one per table, of an integer type: the one that leads the primary key if
-// there is one, else the first; "" if none can.
-func autoIncrementColumn(t *schema.Table, tm schema.TypeMap) (string, error) {
+// AutoIncrementColumn returns the identity or serial column of t that becomes AUTO_INCREMENT on
+// MySQL, which allows one per table, of an integer type and NOT NULL (MySQL writes a new id for
+// a NULL): the one that leads the primary key if there is one, else the first; "" if none can.
+func AutoIncrementColumn(t *schema.Table, tm schema.TypeMap) (string, error) {
 	var first string
 	for _, c := range t.Columns {
-		if !c.AutoIncrement || c.Generated {
+		if !c.AutoIncrement || c.Generated || !c.NotNull {
 			continue
 		}
 		typ, err := tm.Type(t, c)
@@ -156,14 +156,16 @@ func autoIncrementColumn(t *schema.Table, tm schema.TypeMap) (string, error) {
 	return first, nil
 }
 
-// autoIncrementProblem tells why an identity or serial column col, of MySQL type typ, cannot be
-// AUTO_INCREMENT on MySQL, where auto is the table's one that is (see autoIncrementColumn), or
+// autoIncrementProblem tells why an identity or serial column c, of MySQL type typ, cannot be
+// AUTO_INCREMENT on MySQL, where auto is the table's one that is (see AutoIncrementColumn), or
 // returns "".
-func autoIncrementProblem(typ, col, auto string) string {
+func autoIncrementProblem(typ string, c schema.Column, auto string) string {
 	switch {
 	case !integerType(typ):
 		return fmt.Sprintf("MySQL's AUTO_INCREMENT needs an integer column, and it is %s", typ)
-	case col != auto:
+	case !c.NotNull:
+		return "the column can be NULL, and MySQL writes a new id where an AUTO_INCREMENT column is given NULL"
+	case c.Name != auto:
 		return fmt.Sprintf("MySQL allows one AUTO_INCREMENT column per table, and it is %s; the target hands out no ids for this one, so the application must give them", auto)
 	}
 	return ""

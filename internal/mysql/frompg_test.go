@@ -347,8 +347,10 @@ func TestForeignTables(t *testing.T) {
 	bare := &schema.Table{ID: cdc.TableID{Schema: "audit", Name: "log"}, Columns: []schema.Column{{Name: "line", Type: "text"}, {Name: "n", Type: "integer", NotNull: true, AutoIncrement: true}}}
 	// Two serial columns, neither leading the key: the first gets AUTO_INCREMENT and an index
 	// of its own, named unlike the table's.
+	// A serial column that can be NULL is never AUTO_INCREMENT: MySQL would give a NULL an id.
 	multi := &schema.Table{ID: cdc.TableID{Schema: "audit", Name: "multi"}, Key: []string{"id"}, Columns: []schema.Column{
-		{Name: "id", Type: "integer", NotNull: true}, {Name: "s1", Type: "integer", NotNull: true, AutoIncrement: true},
+		{Name: "id", Type: "integer", NotNull: true}, {Name: "s0", Type: "integer", AutoIncrement: true},
+		{Name: "s1", Type: "integer", NotNull: true, AutoIncrement: true},
 		{Name: "s2", Type: "bigint", NotNull: true, AutoIncrement: true}}}
 	indexes := map[cdc.TableID][]schema.Index{
 		orders.ID: {
@@ -392,6 +394,7 @@ func TestForeignTables(t *testing.T) {
 			") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 		"CREATE TABLE `dst`.`multi` (\n" +
 			"  `id` int NOT NULL,\n" +
+			"  `s0` int,\n" +
 			"  `s1` int NOT NULL AUTO_INCREMENT,\n" +
 			"  `s2` bigint NOT NULL,\n" +
 			"  PRIMARY KEY (`id`),\n" +
@@ -411,6 +414,7 @@ func TestForeignTables(t *testing.T) {
 		"btree index by_wide on shop.orders: its character columns take up to 4000 bytes, more than InnoDB's 3072-byte index limit",
 		"hash index by_code_hash on shop.orders: MySQL has no hash index",
 		"partition shop.orders_2024 (its rows go to the table of shop.orders)",
+		"the ids of audit.multi.s0 (identity or serial): the column can be NULL, and MySQL writes a new id where an AUTO_INCREMENT column is given NULL",
 		"the ids of audit.multi.s2 (identity or serial): MySQL allows one AUTO_INCREMENT column per table, and it is s1; the target hands out no ids for this one, so the application must give them",
 	}
 	if !reflect.DeepEqual(pre, wantPre) {

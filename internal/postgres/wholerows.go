@@ -27,6 +27,7 @@ WITH cols AS (
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
    WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+     AND c.relkind = 'r' -- a partitioned table logs no rows: its partitions do, each by its own identity
 )
 SELECT format('%I.%I', nspname, relname),
        coalesce(array_agg(attname ORDER BY attname) FILTER (WHERE width IS NULL), '{}')
