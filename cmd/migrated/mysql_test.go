@@ -665,11 +665,13 @@ CREATE TABLE acct (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(1
 CREATE UNIQUE INDEX acct_owner ON acct (owner, id);
 INSERT INTO acct SELECT g, 'owner' || g, g * 10, now() FROM generate_series(1, 20000) g;
 -- A partitioned table becomes one MySQL table; a row moves between partitions when its region
--- changes.
+-- changes. The default partition is partitioned again.
 CREATE TABLE ev (region int NOT NULL, id bigint NOT NULL, note text, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
 CREATE TABLE ev_1 PARTITION OF ev FOR VALUES IN (1);
 CREATE TABLE ev_2 PARTITION OF ev FOR VALUES IN (2);
-CREATE TABLE ev_rest PARTITION OF ev DEFAULT;
+CREATE TABLE ev_rest PARTITION OF ev DEFAULT PARTITION BY RANGE (id);
+CREATE TABLE ev_rest_lo PARTITION OF ev_rest FOR VALUES FROM (MINVALUE) TO (3000);
+CREATE TABLE ev_rest_hi PARTITION OF ev_rest FOR VALUES FROM (3000) TO (MAXVALUE);
 CREATE INDEX ev_note ON ev (note);
 INSERT INTO ev SELECT g % 4, g, 'note ' || g FROM generate_series(1, 6000) g;`)
 	// Rows that can hold out-of-line values need their whole old rows logged: preflight says
@@ -677,12 +679,13 @@ INSERT INTO ev SELECT g % 4, g, 'note ' || g FROM generate_series(1, 6000) g;`)
 	// A partitioned table's partitions log their own rows: each is named, the root is not.
 	if out, code := runCLI(t, "check", "--config", e.config); code == 0 ||
 		!strings.Contains(out, "ALTER TABLE public.acct REPLICA IDENTITY FULL") || !strings.Contains(out, "ALTER TABLE public.kinds REPLICA IDENTITY FULL") ||
-		!strings.Contains(out, "ALTER TABLE public.ev_1 REPLICA IDENTITY FULL") || !strings.Contains(out, "ALTER TABLE public.ev_rest REPLICA IDENTITY FULL") ||
-		strings.Contains(out, "ALTER TABLE public.ev REPLICA") {
+		!strings.Contains(out, "ALTER TABLE public.ev_1 REPLICA IDENTITY FULL") || !strings.Contains(out, "ALTER TABLE public.ev_rest_hi REPLICA IDENTITY FULL") ||
+		strings.Contains(out, "ALTER TABLE public.ev REPLICA") || strings.Contains(out, "ALTER TABLE public.ev_rest REPLICA") {
 		t.Fatalf("check with text columns and the default replica identity: exit %d:\n%s", code, out)
 	}
 	e.exec(src, "ALTER TABLE public.acct REPLICA IDENTITY FULL; ALTER TABLE public.kinds REPLICA IDENTITY FULL; "+
-		"ALTER TABLE public.ev_1 REPLICA IDENTITY FULL; ALTER TABLE public.ev_2 REPLICA IDENTITY FULL; ALTER TABLE public.ev_rest REPLICA IDENTITY FULL")
+		"ALTER TABLE public.ev_1 REPLICA IDENTITY FULL; ALTER TABLE public.ev_2 REPLICA IDENTITY FULL; "+
+		"ALTER TABLE public.ev_rest_lo REPLICA IDENTITY FULL; ALTER TABLE public.ev_rest_hi REPLICA IDENTITY FULL")
 
 	// A writer on PostgreSQL.
 	stop := make(chan struct{})
