@@ -24,7 +24,6 @@ import (
 	"github.com/migrated/migrated/internal/state"
 	"github.com/migrated/migrated/internal/verify"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 )
 
 // binlogSink is the target of a migration from MySQL: where its schema, its state and its
@@ -338,60 +337,6 @@ func (s *mysqlSink) postStatement(ctx context.Context, c *client.Conn, q string)
 		}
 		return fmt.Errorf("post-data on the target: %s: %w", firstWords(q), err)
 	}
-}
-
-// maxPostSessions bounds the post-data builds at once, each with its own sort memory
-// (PostgreSQL's maintenance_work_mem, InnoDB's sort buffers), whatever snapshot.workers is.
-const maxPostSessions = 4
-
-// postSteps runs post-data steps: the groups at once on up to workers sessions (at most
-// maxPostSessions), each group's steps in order on one session, then the serial steps in order
-// on one session. open opens a session and returns how to run a step on it and how to close it.
-func postSteps(ctx context.Context, groups [][]int, serial []int, workers int, open func(ctx context.Context) (run func(ctx context.Context, i int) error, close func(), err error)) error {
-	work := make(chan []int)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(work)
-		for _, steps := range groups {
-			select {
-			case work <- steps:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
-	})
-	for range min(max(workers, 1), maxPostSessions, len(groups)) {
-		g.Go(func() error {
-			run, done, err := open(gctx)
-			if err != nil {
-				return err
-			}
-			defer done()
-			for steps := range work {
-				for _, i := range steps {
-					if err := run(gctx, i); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil || len(serial) == 0 {
-		return err
-	}
-	run, done, err := open(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	for _, i := range serial {
-		if err := run(ctx, i); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (s *mysqlSink) writer(ctx context.Context, source reconSource, tables []*schema.Table, lanes int) (apply.Writer, func(), error) {

@@ -263,8 +263,8 @@ func (s *copySession) Close(ctx context.Context) {
 }
 
 // postData builds indexes, constraints, foreign keys and triggers after the copy. Each step
-// commits with its "done" mark, so a restart runs only what is left. Index and key builds run in
-// parallel; the rest follows in pg_dump's order.
+// commits with its "done" mark, so a restart runs only what is left. Index and key builds run
+// several at once (see postSteps); the rest follows in pg_dump's order.
 func (d *Daemon) postData(ctx context.Context, script string) error {
 	preamble, steps := postgres.SplitDump(script)
 	done, err := d.store.StepsDone(ctx)
@@ -291,67 +291,93 @@ func (d *Daemon) postData(ctx context.Context, script string) error {
 		return nil
 	}
 	d.log.Info("building indexes and constraints", zap.Int("parallel", len(parallel)), zap.Int("serial", len(serial)))
-	run := func(ctx context.Context, conn *pgx.Conn, j job) error {
-		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Conn().PgConn().Exec(ctx, j.step.SQL).ReadAll(); err != nil {
-				return fmt.Errorf("post-data step %s on the target: %w", j.step.Name, err)
-			}
-			_, err := tx.Exec(ctx, state.StepDoneSQL, d.cfg.Name, j.key)
-			return err
-		})
+	jobs := append(parallel, serial...)
+	groups := make([][]int, len(parallel))
+	for i := range parallel {
+		groups[i] = []int{i}
 	}
-	connect := func(ctx context.Context) (*pgx.Conn, error) {
+	var after []int
+	for i := len(parallel); i < len(jobs); i++ {
+		after = append(after, i)
+	}
+	open := func(ctx context.Context) (func(ctx context.Context, i int) error, func(), error) {
 		conn, err := pgx.Connect(ctx, d.dstDSN)
 		if err != nil {
-			return nil, fmt.Errorf("connect to target: %w", redactErr(err, d.dstDSN))
+			return nil, nil, fmt.Errorf("connect to target: %w", redactErr(err, d.dstDSN))
 		}
 		if _, err := conn.PgConn().Exec(ctx, preamble).ReadAll(); err != nil {
 			conn.Close(ctx)
-			return nil, fmt.Errorf("post-data preamble: %w", err)
+			return nil, nil, fmt.Errorf("post-data preamble: %w", err)
 		}
-		return conn, nil
+		run := func(ctx context.Context, i int) error {
+			j := jobs[i]
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Conn().PgConn().Exec(ctx, j.step.SQL).ReadAll(); err != nil {
+					return fmt.Errorf("post-data step %s on the target: %w", j.step.Name, err)
+				}
+				_, err := tx.Exec(ctx, state.StepDoneSQL, d.cfg.Name, j.key)
+				return err
+			})
+		}
+		return run, func() { conn.Close(context.WithoutCancel(ctx)) }, nil
 	}
-	work := make(chan job)
+	if err := postSteps(ctx, groups, after, d.cfg.Snapshot.Workers, open); err != nil {
+		return err
+	}
+	d.log.Info("indexes and constraints built")
+	return nil
+}
+
+// maxPostSessions bounds the post-data builds at once, each with its own sort memory
+// (PostgreSQL's maintenance_work_mem, InnoDB's sort buffers), whatever snapshot.workers is.
+const maxPostSessions = 4
+
+// postSteps runs post-data steps: the groups at once on up to workers sessions (at most
+// maxPostSessions), each group's steps in order on one session, then the serial steps in order
+// on one session. open opens a session and returns how to run a step on it and how to close it.
+func postSteps(ctx context.Context, groups [][]int, serial []int, workers int, open func(ctx context.Context) (run func(ctx context.Context, i int) error, close func(), err error)) error {
+	work := make(chan []int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		for _, j := range parallel {
+		for _, steps := range groups {
 			select {
-			case work <- j:
+			case work <- steps:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
 		}
 		return nil
 	})
-	for i := 0; i < min(d.cfg.Snapshot.Workers, max(len(parallel), 1)); i++ {
+	for range min(max(workers, 1), maxPostSessions, len(groups)) {
 		g.Go(func() error {
-			conn, err := connect(gctx)
+			run, done, err := open(gctx)
 			if err != nil {
 				return err
 			}
-			defer conn.Close(context.WithoutCancel(gctx))
-			for j := range work {
-				if err := run(gctx, conn, j); err != nil {
-					return err
+			defer done()
+			for steps := range work {
+				for _, i := range steps {
+					if err := run(gctx, i); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	if err := g.Wait(); err != nil || len(serial) == 0 {
 		return err
 	}
-	conn, err := connect(ctx)
+	run, done, err := open(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	for _, j := range serial {
-		if err := run(ctx, conn, j); err != nil {
+	defer done()
+	for _, i := range serial {
+		if err := run(ctx, i); err != nil {
 			return err
 		}
 	}
-	d.log.Info("indexes and constraints built")
 	return nil
 }
