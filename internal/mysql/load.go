@@ -42,6 +42,12 @@ type loader struct {
 	rows  []*cdc.Change
 }
 
+// reset empties the buffer, keeping its memory but not the changes.
+func (l *loader) reset() {
+	clear(l.rows)
+	l.data, l.rows = l.data[:0], l.rows[:0]
+}
+
 // loadSQL returns the LOAD DATA statement of a shape's columns. A binary value travels in hex
 // and a BIT value as its decimal number, both through a user variable, as their literals do;
 // every other value is read as text in utf8mb4, the session's character set, as a quoted
@@ -172,7 +178,7 @@ func (x *targetTxn) flushLoad(ctx context.Context) error {
 		return nil
 	}
 	s, rows := l.shape, l.rows
-	defer func() { l.data, l.rows = l.data[:0], l.rows[:0] }()
+	defer l.reset()
 	if !x.t.noLoad {
 		loaded, err := x.loadRows(ctx, s, rows)
 		if loaded || err != nil {

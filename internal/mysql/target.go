@@ -788,7 +788,7 @@ func (x *targetTxn) Rollback(ctx context.Context) {
 		return
 	}
 	x.done = true
-	x.load.data, x.load.rows = x.load.data[:0], x.load.rows[:0]
+	x.load.reset()
 	for _, o := range x.t.out {
 		o.abort(ctx)
 	}
